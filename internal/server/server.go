@@ -1,0 +1,142 @@
+// Package server is Strata's HTTP API: huma v2 on net/http, one file per route group,
+// every error an RFC 9457 problem, a request id on every response and log line, and
+// Prometheus metrics by route.
+package server
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humago"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config holds the HTTP listener's settings. Zero values mean the documented defaults.
+type Config struct {
+	// Addr is the listen address. Default "127.0.0.1:8080".
+	Addr string
+	// ReadHeaderTimeout bounds reading request headers. Default 10s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included. Default 60s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a response; streaming endpoints (long polls, server-sent
+	// events, downloads) extend their own deadline. Default 60s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long. Default 120s.
+	IdleTimeout time.Duration
+	// ShutdownTimeout is how long a graceful shutdown waits for in-flight requests. Default 30s.
+	ShutdownTimeout time.Duration
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.Addr = cmp.Or(c.Addr, "127.0.0.1:8080")
+	c.ReadHeaderTimeout = cmp.Or(c.ReadHeaderTimeout, 10*time.Second)
+	c.ReadTimeout = cmp.Or(c.ReadTimeout, 60*time.Second)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, 60*time.Second)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, 120*time.Second)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 30*time.Second)
+	return c
+}
+
+// Deps are what the API serves from.
+type Deps struct {
+	// Pool is the database pool; its statistics are exported as metrics.
+	Pool *pgxpool.Pool
+	// Ready reports whether the platform can serve: database reachable and migrated.
+	Ready func(context.Context) error
+	// Logger receives request and error logs. Nil is quiet.
+	Logger *slog.Logger
+	// Version is reported by the OpenAPI document and metrics.
+	Version string
+}
+
+// Server is the HTTP handler of the whole API.
+type Server struct {
+	deps    Deps
+	log     *slog.Logger
+	mux     *http.ServeMux
+	api     huma.API
+	metrics *metrics
+	handler http.Handler
+}
+
+// New builds the API: every route group registered, wrapped in request ids, logging,
+// metrics and panic recovery.
+func New(d Deps) *Server {
+	s := &Server{deps: d, log: cmp.Or(d.Logger, slog.New(slog.DiscardHandler)), mux: http.NewServeMux()}
+	s.metrics = newMetrics(d.Pool, d.Version)
+	s.api = humago.New(s.mux, apiConfig(d.Version))
+	s.mux.HandleFunc("/", s.unmatched)
+	s.routesHealth()
+	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.handler = s.observe(s.mux)
+	return s
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// API returns the huma API, for registering operations and reading the OpenAPI document.
+func (s *Server) API() huma.API { return s.api }
+
+// Registry returns the Prometheus registry behind /metrics, for modules' own collectors.
+func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
+
+func apiConfig(version string) huma.Config {
+	cfg := huma.DefaultConfig("Strata", version)
+	cfg.Info.Description = "PostgreSQL-native application data platform. Errors are RFC 9457 " +
+		"problem documents (application/problem+json) with a stable `code`; see docs/errors.md."
+	cfg.OpenAPIPath = "/openapi"
+	cfg.CreateHooks = nil // no $schema members or Link headers in responses
+	cfg.Transformers = append(cfg.Transformers, stampProblem)
+	return cfg
+}
+
+// NewHTTPServer returns an http.Server for h with c's timeouts.
+func NewHTTPServer(c Config, h http.Handler, log *slog.Logger) *http.Server {
+	c = c.WithDefaults()
+	return &http.Server{
+		Addr:              c.Addr,
+		Handler:           h,
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(cmp.Or(log, slog.New(slog.DiscardHandler)).Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.Background() },
+	}
+}
+
+// Gate serves probes and "starting" problems until Open hands it the real handler, so a
+// listener can be bound (and health-checked) before the database is up.
+type Gate struct {
+	h atomic.Pointer[http.Handler]
+}
+
+// Set switches the gate to serve h.
+func (g *Gate) Set(h http.Handler) { g.h.Store(&h) }
+
+// ServeHTTP serves the real handler once set; before that /healthz answers 200 and
+// everything else 503 starting.
+func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := g.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	r, _ = withRequestID(w, r)
+	if r.URL.Path == "/healthz" {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+		return
+	}
+	writeProblem(w, r, startingProblem())
+}

@@ -1,0 +1,217 @@
+package strata
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stratadb/strata/internal/db"
+	"github.com/stratadb/strata/internal/embedpg"
+	"github.com/stratadb/strata/internal/migrate"
+)
+
+// version is set at build time with -ldflags "-X github.com/stratadb/strata.version=v1.2.3".
+var version = ""
+
+// Version returns the version of this build: the one stamped at build time, else the
+// module version recorded by `go install`, else "dev".
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Config configures Open. Every field is optional.
+type Config struct {
+	// DatabaseURL names an external PostgreSQL 14+ (any managed one) to use. Empty means
+	// run an embedded PostgreSQL in DataDir from the machine's server binaries.
+	DatabaseURL string
+	// DataDir holds Strata's local state: the embedded cluster (DataDir/pg) and, for
+	// modules that keep files, their files. Default "strata-data".
+	DataDir string
+	// Postgres configures the embedded server; ignored with DatabaseURL.
+	Postgres PostgresConfig
+	// DatabaseWait is how long Open retries a database that is not reachable yet.
+	// Default 30s.
+	DatabaseWait time.Duration
+	// MaxConns caps the connection pool. Default 16.
+	MaxConns int32
+	// SkipMigrations opens without applying pending migrations (for `strata migrate status`).
+	SkipMigrations bool
+	// Logger receives lifecycle and database logs. Nil is quiet.
+	Logger *slog.Logger
+}
+
+// PostgresConfig configures the embedded PostgreSQL.
+type PostgresConfig struct {
+	// BinDir holds the server programs; empty means discover them (STRATA_PG_BIN,
+	// pg_config --bindir, /usr/lib/postgresql/*/bin, PATH).
+	BinDir string
+	// User is the OS user the server runs as when strata runs as root. Default "postgres",
+	// then "nobody".
+	User string
+	// ListenAddr also serves TCP on this address ("127.0.0.1:5433"), with password
+	// authentication. Empty means the unix socket in DataDir only.
+	ListenAddr string
+	// Settings override server settings (postgresql.conf names).
+	Settings map[string]string
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.DataDir = cmp.Or(c.DataDir, "strata-data")
+	c.DatabaseWait = cmp.Or(c.DatabaseWait, 30*time.Second)
+	c.MaxConns = cmp.Or(c.MaxConns, 16)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Strata is an open platform: a database (embedded or external) with every module's schema
+// migrated, and the modules' Go APIs.
+type Strata struct {
+	cfg      Config
+	cluster  *embedpg.Cluster
+	pool     *pgxpool.Pool
+	migrated atomic.Bool
+}
+
+// schema lists every module's migrations; migrate.Plan orders them by dependency.
+var schema []*migrate.Module
+
+// Open starts or connects to the database, applies pending migrations (under an advisory
+// lock, so several nodes may open at once) and returns the platform. Close releases it.
+func Open(ctx context.Context, cfg Config) (*Strata, error) {
+	cfg = cfg.WithDefaults()
+	s := &Strata{cfg: cfg}
+	dsn := cfg.DatabaseURL
+	if dsn == "" {
+		c, err := embedpg.Start(ctx, embedpg.Options{
+			DataDir:    cfg.DataDir,
+			BinDir:     cfg.Postgres.BinDir,
+			User:       cfg.Postgres.User,
+			ListenAddr: cfg.Postgres.ListenAddr,
+			Settings:   cfg.Postgres.Settings,
+			Logger:     cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("embedded PostgreSQL: %w", err)
+		}
+		s.cluster = c
+		dsn = c.URL("")
+	}
+	pool, err := db.Connect(ctx, dsn, &db.Options{Wait: cfg.DatabaseWait, MaxConns: cfg.MaxConns, Logger: cfg.Logger})
+	if err != nil {
+		_ = s.stopCluster()
+		return nil, err
+	}
+	s.pool = pool
+	if !cfg.SkipMigrations {
+		if _, err := s.Migrate(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Migrate applies pending migrations and returns the ids of those applied.
+func (s *Strata) Migrate(ctx context.Context) ([]string, error) {
+	applied, err := migrate.Up(ctx, s.pool, s.cfg.Logger, schema...)
+	if err != nil {
+		return nil, fmt.Errorf("migrating the database: %w", err)
+	}
+	s.migrated.Store(true)
+	ids := make([]string, len(applied))
+	for i, m := range applied {
+		ids[i] = m.ID()
+	}
+	return ids, nil
+}
+
+// MigrationState is one migration and whether the database has it.
+type MigrationState struct {
+	// ID is module/NNNN_name.
+	ID string
+	// AppliedAt is when it was applied; zero when pending.
+	AppliedAt time.Time
+	// Modified means the applied file differs from this binary's.
+	Modified bool
+	// Unknown means the database has it but this binary does not (a newer strata applied it).
+	Unknown bool
+}
+
+// MigrationStatus lists every migration this binary knows and any unknown applied ones.
+func (s *Strata) MigrationStatus(ctx context.Context) ([]MigrationState, error) {
+	states, err := migrate.Status(ctx, s.pool, schema...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]MigrationState, len(states))
+	for i, st := range states {
+		out[i] = MigrationState{ID: st.ID(), AppliedAt: st.AppliedAt, Modified: st.Modified, Unknown: st.Unknown}
+	}
+	return out, nil
+}
+
+// Ready reports whether the platform can serve: the database answers and the schema is
+// migrated. Its errors are fit to show to clients.
+func (s *Strata) Ready(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return errors.New("the database is unreachable")
+	}
+	if !s.migrated.Load() {
+		states, err := migrate.Status(ctx, s.pool, schema...)
+		if err != nil {
+			return errors.New("the migration state cannot be read")
+		}
+		if n := migrate.Pending(states); n > 0 {
+			return fmt.Errorf("%d migrations are pending", n)
+		}
+		s.migrated.Store(true)
+	}
+	return nil
+}
+
+// Pool returns the database pool, for composing Strata's …Tx operations with your own
+// statements in one transaction.
+func (s *Strata) Pool() *pgxpool.Pool { return s.pool }
+
+// Logger returns the configured logger.
+func (s *Strata) Logger() *slog.Logger { return s.cfg.Logger }
+
+// Postgres describes the embedded server, or returns ok=false with an external database.
+func (s *Strata) Postgres() (pid int, dataDir string, ok bool) {
+	if s.cluster == nil {
+		return 0, "", false
+	}
+	return s.cluster.PID(), s.cluster.DataDir(), true
+}
+
+// Close closes the pool and stops the embedded server (fast shutdown, bounded at 60s).
+func (s *Strata) Close() error {
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	return s.stopCluster()
+}
+
+func (s *Strata) stopCluster() error {
+	if s.cluster == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return s.cluster.Stop(ctx)
+}
