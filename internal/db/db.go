@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -108,6 +109,10 @@ func scrubParseError(err error) error {
 	return err
 }
 
+// kvPassword matches the password of a keyword/value connection string, quoted or not,
+// with or without spaces around "=".
+var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
 // Redact returns dsn with any password replaced by "xxxxx", for logs and messages.
 // It handles both URL (postgres://user:pw@host/db) and keyword/value (password=pw) forms.
 func Redact(dsn string) string {
@@ -126,11 +131,5 @@ func Redact(dsn string) string {
 		}
 		return u.String()
 	}
-	fields := strings.Fields(dsn)
-	for i, f := range fields {
-		if k, _, ok := strings.Cut(f, "="); ok && strings.EqualFold(k, "password") {
-			fields[i] = k + "=xxxxx"
-		}
-	}
-	return strings.Join(fields, " ")
+	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
 }

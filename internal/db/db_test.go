@@ -25,6 +25,9 @@ func TestRedact(t *testing.T) {
 		"postgres://u@h/db?password=s3cret":             "postgres://u@h/db?password=xxxxx",
 		"host=h user=u password=s3cret dbname=d":        "host=h user=u password=xxxxx dbname=d",
 		"postgres://h/db":                               "postgres://h/db",
+		"host=h password='a b' user=u":                  "host=h password=xxxxx user=u",
+		"host=h password = s3cret user=u":               "host=h password = xxxxx user=u",
+		`host=h password='it\'s' user=u`:                "host=h password=xxxxx user=u",
 	}
 	for in, want := range cases {
 		if got := db.Redact(in); got != want {
@@ -66,6 +69,11 @@ func TestTranslate(t *testing.T) {
 	}
 	if err := db.Translate(context.Canceled, "x"); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancellation must pass through, got %v", err)
+	}
+	// A server that refuses the role or database is misconfigured, not down.
+	u := strings.Replace(testdb.NewURL(t), "postgres://strata@", "postgres://nosuchrole@", 1)
+	if _, err := db.Connect(ctx, u, &db.Options{Wait: 20 * time.Second}); err == nil || db.IsUnavailable(err) {
+		t.Errorf("a missing role: err = %v, unavailable = %v; want a prompt, non-transient error", err, db.IsUnavailable(err))
 	}
 	if db.IsUnavailable(io.ErrUnexpectedEOF) {
 		t.Error("a plain EOF, not from the driver, is not a database outage")

@@ -62,10 +62,8 @@ func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		return true
-	}
+	// A server that answered with an error is reachable: a wrong password (28P01), a
+	// missing role or database (28000, 3D000) is a configuration problem, not an outage.
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
@@ -76,6 +74,10 @@ func IsUnavailable(err error) bool {
 			return true
 		}
 		return false
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
 	}
 	if errors.Is(err, pgconn.ErrConnClosed) {
 		return true

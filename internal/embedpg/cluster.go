@@ -5,14 +5,12 @@
 package embedpg
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -25,7 +23,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -102,8 +99,9 @@ type Cluster struct {
 	tail     *tailBuffer
 
 	mu       sync.Mutex
-	proc     *child
+	proc     *child // the running postmaster, or nil between a crash and its restart
 	stopping bool
+	stopCh   chan struct{} // closed by Stop, to cut the supervisor's backoff short
 	stopped  chan struct{} // closed when the supervisor has finished
 }
 
@@ -121,7 +119,8 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	o.DataDir = dir
 	o.Database = cmp.Or(o.Database, "strata")
 	o.StartTimeout = cmp.Or(o.StartTimeout, 5*time.Minute)
-	c := &Cluster{opts: o, pgdata: filepath.Join(dir, "pg"), log: o.Logger, tail: newTailBuffer(40), stopped: make(chan struct{})}
+	c := &Cluster{opts: o, pgdata: filepath.Join(dir, "pg"), log: o.Logger, tail: newTailBuffer(40),
+		stopCh: make(chan struct{}), stopped: make(chan struct{})}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -139,11 +138,13 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		c.release()
 		return nil, err
 	}
+	go c.supervise()
 	if err := c.ensureDatabase(ctx); err != nil {
-		_ = c.Stop(context.Background())
+		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = c.Stop(sctx)
 		return nil, err
 	}
-	go c.supervise()
 	return c, nil
 }
 
@@ -173,6 +174,32 @@ func Init(ctx context.Context, o Options) error {
 		return err
 	}
 	return c.initialize(ctx)
+}
+
+// Attach returns a connection URL for the PostgreSQL that another strata process runs in
+// dataDir (its socket and port, read from postmaster.pid), for maintenance commands run
+// beside `strata serve`. It fails when no such server is running.
+func Attach(dataDir, database string) (string, error) {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "pg", "postmaster.pid"))
+	if err != nil {
+		return "", fmt.Errorf("no PostgreSQL is running in %s: %w", dir, err)
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 5 {
+		return "", fmt.Errorf("%s/pg/postmaster.pid is incomplete", dir)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(lines[0]))
+	port, _ := strconv.Atoi(strings.TrimSpace(lines[3]))
+	sock := strings.TrimSpace(lines[4])
+	if !isPostgresProcess(pid) || port == 0 || sock == "" {
+		return "", fmt.Errorf("the PostgreSQL recorded in %s/pg/postmaster.pid is not running", dir)
+	}
+	c := &Cluster{sockDir: sock, port: port}
+	return c.url(cmp.Or(database, "strata"), false), nil
 }
 
 // prepare resolves binaries and the server's user, initializes the cluster if needed and
@@ -275,12 +302,9 @@ func (c *Cluster) initdb(ctx context.Context, tmp string) error {
 	if err := moveUp(target, tmp); err != nil {
 		return err
 	}
-	// TCP (when asked for) accepts any address with a password; the socket trusts only
-	// processes that can reach it, which the data dir's permissions restrict.
-	hba := "host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n"
-	if err := appendFile(filepath.Join(tmp, "pg_hba.conf"), hba); err != nil {
-		return err
-	}
+	// The socket trusts processes that can reach it, which the data dir's permissions
+	// restrict; TCP (when asked for) takes the password, from loopback only unless the
+	// operator edits pg_hba.conf.
 	if err := os.WriteFile(filepath.Join(c.opts.DataDir, passwordFile), []byte(password+"\n"), 0o600); err != nil {
 		return err
 	}
@@ -333,9 +357,10 @@ func readPassword(dataDir string) (string, error) {
 }
 
 // clearStalePID deals with postmaster.pid left behind. strata holds the data dir's lock, so
-// no other strata uses this cluster: a live postgres named in the file is an orphan of a
-// killed strata, shutting down on its parent-death signal; wait for it. A dead or reused pid
-// is stale and removed.
+// no other strata uses this cluster: a live postgres of the server's user named in the file
+// is an orphan of a killed strata, shutting down on its parent-death signal; wait for it.
+// A pid that is gone, or reused by any other process (common in containers, where
+// PostgreSQL itself would refuse to start), makes the file stale: it is removed.
 func (c *Cluster) clearStalePID(ctx context.Context) error {
 	path := filepath.Join(c.pgdata, "postmaster.pid")
 	b, err := os.ReadFile(path)
@@ -348,7 +373,8 @@ func (c *Cluster) clearStalePID(ctx context.Context) error {
 	line, _, _ := strings.Cut(string(b), "\n")
 	pid, _ := strconv.Atoi(strings.TrimSpace(line))
 	deadline := time.Now().Add(30 * time.Second)
-	for isPostgresProcess(pid) {
+	ours := func() bool { uid := processUID(pid); return uid < 0 || uid == int(c.owner.uid) }
+	for isPostgresProcess(pid) && ours() {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("a PostgreSQL server (pid %d) is still running on %s and did not stop within 30s; "+
 				"it is not managed by this strata: stop it (pg_ctl -D %s stop) and retry", pid, c.pgdata, c.pgdata)
@@ -400,64 +426,13 @@ func (c *Cluster) serverArgs() []string {
 	settings["listen_addresses"] = ""
 	if c.opts.ListenAddr != "" {
 		host, _, _ := net.SplitHostPort(c.opts.ListenAddr)
-		settings["listen_addresses"] = cmp.Or(host, "*")
+		settings["listen_addresses"] = cmp.Or(host, "localhost")
 	}
 	args := []string{"-D", c.pgdata}
 	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		args = append(args, "-c", k+"="+settings[k])
 	}
 	return args
-}
-
-// startServer spawns the postmaster and waits until it accepts connections.
-func (c *Cluster) startServer(ctx context.Context) error {
-	start := time.Now()
-	cmd := exec.Command(c.bin.Path("postgres"), c.serverArgs()...) //nolint:noctx // the server lives until Stop, not until a context ends
-	cmd.Env = childEnv()
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
-	}
-	cmd.Stdout = nil
-	proc, err := spawn(cmd, c.owner)
-	if err != nil {
-		return fmt.Errorf("starting postgres: %w", err)
-	}
-	go c.pump(stderr)
-	c.mu.Lock()
-	c.proc = proc
-	c.mu.Unlock()
-	if err := c.waitReady(ctx, proc); err != nil {
-		proc.signal(syscall.SIGQUIT)
-		<-proc.done
-		return err
-	}
-	c.log.Info("PostgreSQL ready", "pid", cmd.Process.Pid, "socket_dir", c.sockDir, "elapsed", time.Since(start).Round(time.Millisecond))
-	return nil
-}
-
-func (c *Cluster) waitReady(ctx context.Context, proc *child) error {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
-	defer cancel()
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
-		conn, err := pgconn.Connect(cctx, c.url("postgres", false))
-		ccancel()
-		if err == nil {
-			_ = conn.Close(ctx)
-			return nil
-		}
-		select {
-		case <-proc.done:
-			return fmt.Errorf("postgres exited during startup (%w); its last messages:\n%s", proc.err, c.tail.String())
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("postgres did not accept connections within %s; its last messages:\n%s", c.opts.StartTimeout, c.tail.String())
-			}
-			return ctx.Err()
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
 }
 
 func (c *Cluster) ensureDatabase(ctx context.Context) error {
@@ -483,83 +458,6 @@ func (c *Cluster) ensureDatabase(ctx context.Context) error {
 		return fmt.Errorf("creating database %s: %w", c.opts.Database, err)
 	}
 	return nil
-}
-
-// supervise restarts the server if it exits while strata is not stopping it, with backoff.
-func (c *Cluster) supervise() {
-	defer close(c.stopped)
-	backoff := time.Second
-	for {
-		c.mu.Lock()
-		proc := c.proc
-		c.mu.Unlock()
-		<-proc.done
-		c.mu.Lock()
-		stopping := c.stopping
-		c.mu.Unlock()
-		if stopping {
-			return
-		}
-		c.log.Error("PostgreSQL exited unexpectedly; restarting", "err", proc.err, "retry_in", backoff, "last_messages", c.tail.String())
-		time.Sleep(backoff)
-		c.mu.Lock()
-		stopping = c.stopping
-		c.mu.Unlock()
-		if stopping {
-			return
-		}
-		_ = c.clearStalePID(context.Background())
-		if err := c.startServer(context.Background()); err != nil {
-			c.log.Error("restarting PostgreSQL failed", "err", err)
-			backoff = min(backoff*2, 30*time.Second)
-			c.mu.Lock()
-			c.proc = &child{done: closedChan(), err: err, cmd: &exec.Cmd{}}
-			c.mu.Unlock()
-			continue
-		}
-		backoff = time.Second
-	}
-}
-
-func closedChan() chan struct{} {
-	ch := make(chan struct{})
-	close(ch)
-	return ch
-}
-
-// Stop shuts the server down: fast shutdown (active transactions roll back, a checkpoint is
-// written), escalating to immediate shutdown if ctx ends first. It then releases the data
-// dir. Stop is safe to call more than once.
-func (c *Cluster) Stop(ctx context.Context) error {
-	c.mu.Lock()
-	if c.stopping {
-		c.mu.Unlock()
-		<-c.stopped
-		return nil
-	}
-	c.stopping = true
-	proc := c.proc
-	c.mu.Unlock()
-	defer c.release()
-	if proc == nil || proc.exited() {
-		return nil
-	}
-	proc.signal(syscall.SIGINT)
-	select {
-	case <-proc.done:
-		c.log.Info("PostgreSQL stopped")
-		return nil
-	case <-ctx.Done():
-	}
-	c.log.Warn("PostgreSQL did not stop in time; forcing an immediate shutdown (crash recovery at next start)")
-	proc.signal(syscall.SIGQUIT)
-	select {
-	case <-proc.done:
-	case <-time.After(5 * time.Second):
-		proc.signal(syscall.SIGKILL)
-		<-proc.done
-	}
-	return fmt.Errorf("PostgreSQL did not stop cleanly: %w", ctx.Err())
 }
 
 func (c *Cluster) release() {
@@ -619,63 +517,3 @@ func (c *Cluster) Binaries() Binaries { return c.bin }
 
 // DataDir returns the cluster's PostgreSQL data directory (<data-dir>/pg).
 func (c *Cluster) DataDir() string { return c.pgdata }
-
-// pump forwards the server's stderr into the log and keeps the last lines for errors.
-func (c *Cluster) pump(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	level := slog.LevelDebug
-	for sc.Scan() {
-		line := sc.Text()
-		c.tail.add(line)
-		if sev, msg, ok := strings.Cut(line, ":  "); ok && !strings.Contains(sev, " ") {
-			level = severityLevel(sev, msg)
-			line = msg
-		}
-		c.log.Log(context.Background(), level, line, "component", "postgres")
-	}
-}
-
-// routineFatal are FATAL messages every start and stop produces; they are not problems.
-var routineFatal = []string{"the database system is starting up", "the database system is shutting down",
-	"terminating connection due to administrator command"}
-
-func severityLevel(sev, msg string) slog.Level {
-	if sev == "FATAL" && slices.Contains(routineFatal, msg) {
-		return slog.LevelDebug
-	}
-	switch sev {
-	case "WARNING", "FATAL": // FATAL ends one session (also on every shutdown), not the server
-		return slog.LevelWarn
-	case "PANIC":
-		return slog.LevelError
-	case "DETAIL", "HINT", "CONTEXT":
-		return slog.LevelDebug
-	default: // LOG, ERROR (errors are the caller's to report), DEBUG
-		return slog.LevelDebug
-	}
-}
-
-// tailBuffer keeps the last n lines written to it.
-type tailBuffer struct {
-	mu    sync.Mutex
-	lines []string
-	n     int
-}
-
-func newTailBuffer(n int) *tailBuffer { return &tailBuffer{n: n} }
-
-func (t *tailBuffer) add(line string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.lines = append(t.lines, line)
-	if len(t.lines) > t.n {
-		t.lines = t.lines[len(t.lines)-t.n:]
-	}
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return "  " + strings.Join(t.lines, "\n  ")
-}

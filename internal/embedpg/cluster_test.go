@@ -297,3 +297,69 @@ func TestLongDataDirPath(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// A server line longer than any buffer (an error quoting a huge value) must not stop the
+// reading of its output: a full pipe would block every backend.
+func TestHugeLogLineDoesNotBlockServer(t *testing.T) {
+	t.Parallel()
+	c := start(t, testdb.TempDir(t))
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.URL(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for range 3 {
+		_, err := conn.Exec(ctx, "SELECT repeat('x', 1100000)::int")
+		if err == nil {
+			t.Fatal("the cast should fail")
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for range 20 {
+		var n int
+		if err := conn.QueryRow(qctx, "SELECT 1").Scan(&n); err != nil {
+			t.Fatalf("server blocked after long log lines: %v", err)
+		}
+	}
+}
+
+// Stop during the supervisor's restart backoff leaves no server behind.
+func TestStopDuringRestart(t *testing.T) {
+	t.Parallel()
+	c := start(t, testdb.TempDir(t))
+	first := c.PID()
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitDead(t, first)
+	time.Sleep(200 * time.Millisecond) // inside the 1s backoff
+	if err := c.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if pid := c.PID(); pid != 0 {
+		t.Fatalf("a server (pid %d) runs after Stop", pid)
+	}
+}
+
+func waitDead(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still alive", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A server that cannot start says why.
+func TestStartupFailureExplains(t *testing.T) {
+	t.Parallel()
+	_, err := embedpg.Start(context.Background(), embedpg.Options{DataDir: testdb.TempDir(t), InitFrom: testdb.InitFrom(t),
+		Settings: map[string]string{"shared_buffers": "banana"}})
+	if err == nil || !strings.Contains(err.Error(), "shared_buffers") {
+		t.Fatalf("err = %v, want the server's complaint about shared_buffers", err)
+	}
+}

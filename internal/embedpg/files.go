@@ -21,18 +21,6 @@ func moveUp(dir, parent string) error {
 	return os.Remove(dir)
 }
 
-func appendFile(path, text string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(text); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 // copyTree copies the regular files and directories under src to dst, keeping modes.
 // A stopped PostgreSQL cluster holds nothing else.
 func copyTree(src, dst string) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -49,6 +50,9 @@ func resolveOwner(name string) (owner, error) {
 		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 		if uid == 0 {
 			return owner{}, fmt.Errorf("--pg-user %q is root; PostgreSQL must run as an unprivileged user", n)
+		}
+		if n == "nobody" {
+			slog.Warn("PostgreSQL will run as the shared user nobody; create a dedicated user (for example postgres) and name it with --pg-user")
 		}
 		return owner{name: n, uid: uint32(uid), gid: uint32(gid), cred: &syscall.Credential{
 			Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{uint32(gid)},

@@ -11,9 +11,10 @@ import (
 
 // child is a started program and the channel closed when it has exited.
 type child struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // Wait's result, readable after done is closed
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error         // Wait's result, readable after done is closed
+	pumped chan struct{} // closed when its output has been read to the end (servers only)
 }
 
 // spawn starts cmd as o, tied to strata's life.
@@ -81,6 +82,23 @@ func childEnv() []string {
 		env = append(env, kv)
 	}
 	return append(env, "LC_ALL=C", "TZ=UTC")
+}
+
+// processUID returns the real uid of pid, or -1 when it cannot be read.
+func processUID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			n, err := strconv.Atoi(f[1])
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // isPostgresProcess reports whether pid is alive and runs a postgres program.

@@ -157,8 +157,11 @@ func load(m *Module) ([]Migration, error) {
 	return out, nil
 }
 
+// createSchema runs only when the schema is missing: CREATE SCHEMA IF NOT EXISTS would
+// need the CREATE privilege on the database even when a role owns a schema made for it.
+const createSchema = `CREATE SCHEMA strata`
+
 const createTable = `
-CREATE SCHEMA IF NOT EXISTS strata;
 CREATE TABLE IF NOT EXISTS strata.schema_migrations (
 	module     text        NOT NULL,
 	version    integer     NOT NULL,
@@ -196,6 +199,15 @@ func Up(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, mods ...*Modu
 			conn.Conn().Close(uctx) // the session ends, and its lock with it
 		}
 	}()
+	var hasSchema bool
+	if err := conn.QueryRow(ctx, `SELECT to_regnamespace('strata') IS NOT NULL`).Scan(&hasSchema); err != nil {
+		return nil, fmt.Errorf("looking for the strata schema: %w", err)
+	}
+	if !hasSchema {
+		if _, err := conn.Exec(ctx, createSchema); err != nil {
+			return nil, fmt.Errorf("creating the strata schema (the role needs CREATE on the database, or a schema named strata that it owns): %w", err)
+		}
+	}
 	if _, err := conn.Conn().PgConn().Exec(ctx, createTable).ReadAll(); err != nil {
 		return nil, fmt.Errorf("creating the migrations table: %w", err)
 	}
@@ -203,12 +215,15 @@ func Up(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, mods ...*Modu
 	if err != nil {
 		return nil, err
 	}
+	for _, s := range states { // refuse before applying anything
+		if s.Modified {
+			return nil, fmt.Errorf("migration %s was changed after it was applied (checksum differs); "+
+				"applied migrations are immutable: restore the file and add a new migration instead", s.ID())
+		}
+	}
 	var applied []Migration
 	for _, s := range states {
 		switch {
-		case s.Modified:
-			return applied, fmt.Errorf("migration %s was changed after it was applied (checksum differs); "+
-				"applied migrations are immutable: restore the file and add a new migration instead", s.ID())
 		case s.Unknown:
 			log.Warn("the database has a migration this binary does not know; it was applied by a newer strata", "migration", s.ID())
 		case s.AppliedAt.IsZero():
@@ -230,8 +245,10 @@ func apply(ctx context.Context, conn *pgx.Conn, m Migration) error {
 		if _, err := conn.PgConn().Exec(ctx, m.SQL).ReadAll(); err != nil {
 			return fmt.Errorf("applying migration %s: %w", m.ID(), err)
 		}
-		_, err := conn.Exec(ctx, insert, m.Module, m.Version, m.Name, m.Checksum, time.Since(start).Milliseconds())
-		return err
+		if _, err := conn.Exec(ctx, insert, m.Module, m.Version, m.Name, m.Checksum, time.Since(start).Milliseconds()); err != nil {
+			return fmt.Errorf("migration %s was applied but could not be recorded (record it by hand before retrying): %w", m.ID(), err)
+		}
+		return nil
 	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Conn().PgConn().Exec(ctx, m.SQL).ReadAll(); err != nil {
@@ -278,6 +295,7 @@ func status(ctx context.Context, conn *pgx.Conn, plan []Migration) ([]State, err
 	}
 	var order []key
 	if rows != nil {
+		defer rows.Close()
 		for rows.Next() {
 			var k key
 			var r row

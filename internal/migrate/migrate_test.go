@@ -190,3 +190,56 @@ func TestNoTransactionMigration(t *testing.T) {
 		t.Fatalf("index not created (%v)", err)
 	}
 }
+
+// A role that owns a schema named strata, made for it by a DBA, but may not create
+// schemas, can still migrate.
+func TestUpWithPreCreatedSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.NewURL(t)
+	admin, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	role := "app_" + strings.ReplaceAll(t.Name(), "/", "_")
+	role = strings.ToLower(role)
+	for _, q := range []string{"DROP SCHEMA strata CASCADE", "DROP ROLE IF EXISTS " + role, "CREATE ROLE " + role + " LOGIN", "CREATE SCHEMA strata AUTHORIZATION " + role} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = admin.Exec(context.Background(), "DROP SCHEMA strata CASCADE")
+		_, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+role)
+	})
+	appURL := strings.Replace(url, "postgres://strata@", "postgres://"+role+"@", 1)
+	app, err := pgxpool.New(ctx, appURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	mod := &migrate.Module{Name: "owned", FS: files("0001_t.sql", "CREATE TABLE strata.t (v int);")}
+	if _, err := migrate.Up(ctx, app, nil, mod); err != nil {
+		t.Fatalf("migrating as the schema's owner: %v", err)
+	}
+}
+
+// A modified migration is refused before any pending one is applied.
+func TestModifiedRefusedBeforeApplying(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newPool(t)
+	v1 := &migrate.Module{Name: "m", FS: files("0001_a.sql", "CREATE TABLE strata.a (id int);")}
+	if _, err := migrate.Up(ctx, pool, nil, v1); err != nil {
+		t.Fatal(err)
+	}
+	v2 := &migrate.Module{Name: "m", FS: files("0001_a.sql", "CREATE TABLE strata.a (id bigint);", "0002_b.sql", "CREATE TABLE strata.b (id int);")}
+	if _, err := migrate.Up(ctx, pool, nil, v2); err == nil {
+		t.Fatal("modified migration accepted")
+	}
+	var b *string
+	if err := pool.QueryRow(ctx, "SELECT to_regclass('strata.b')::text").Scan(&b); err != nil || b != nil {
+		t.Fatalf("a pending migration was applied despite the refusal (%v)", b)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,11 +144,17 @@ func initCache(ctx context.Context) (string, error) {
 	if _, err := os.Stat(filepath.Join(dir, "pg", "PG_VERSION")); err == nil {
 		return dir, nil
 	}
-	// Searchable by others: when tests run as root, the server runs as another user.
-	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+	// Searchable by others: when tests run as root, the server runs as another user. The
+	// name is predictable, so it must be ours and not writable by others: a cluster
+	// planted there by someone else would run their configuration.
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o711); err != nil {
 		return "", err
 	}
-	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
+	if st, err := os.Stat(parent); err != nil || !ownedByMe(st) {
+		return "", fmt.Errorf("the test cache %s is not owned by this user; remove it", parent)
+	}
+	if err := os.Chmod(parent, 0o711); err != nil {
 		return "", err
 	}
 	for { // Init holds the dir's lock: another test binary may be initializing it right now
@@ -333,6 +340,11 @@ func withDatabase(dsn, name string) string {
 		return u.String()
 	}
 	return dsn + " dbname=" + name
+}
+
+func ownedByMe(st os.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return !ok || int(sys.Uid) == os.Getuid()
 }
 
 func randomHex(n int) string {
