@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stratadb/strata/audit"
+	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/internal/db"
 	"github.com/stratadb/strata/internal/embedpg"
 	"github.com/stratadb/strata/internal/migrate"
@@ -46,8 +49,20 @@ type Config struct {
 	DatabaseWait time.Duration
 	// MaxConns caps the connection pool. Default 16.
 	MaxConns int32
-	// SkipMigrations opens without applying pending migrations (for `strata migrate status`).
+	// Attach connects to the embedded PostgreSQL of a strata already serving DataDir,
+	// instead of failing on its lock (for maintenance commands run beside `strata serve`).
+	Attach bool
+	// SkipMigrations opens the database only: no migrations, no modules (for
+	// `strata migrate status`).
 	SkipMigrations bool
+	// AdminPassword is the password of the first platform administrator, "admin", created
+	// when the database has no users. Empty means generate one and pass it to OnAdminCreated.
+	AdminPassword string
+	// OnAdminCreated is called once when the first administrator is created, with the
+	// generated password (or "" when AdminPassword was used), so it can be shown once.
+	OnAdminCreated func(username, generatedPassword string)
+	// Auth tunes identity: token lifetimes, sign-in rate limits, password hashing cost.
+	Auth auth.Config
 	// Logger receives lifecycle and database logs. Nil is quiet.
 	Logger *slog.Logger
 }
@@ -85,10 +100,17 @@ type Strata struct {
 	cluster  *embedpg.Cluster
 	pool     *pgxpool.Pool
 	migrated atomic.Bool
+
+	listener *db.Listener
+	audit    *audit.Log
+	auth     *auth.Service
+
+	stop context.CancelFunc
+	bg   sync.WaitGroup
 }
 
 // schema lists every module's migrations; migrate.Plan orders them by dependency.
-var schema []*migrate.Module
+var schema = []*migrate.Module{audit.Schema, auth.Schema}
 
 // Open starts or connects to the database, applies pending migrations (under an advisory
 // lock, so several nodes may open at once) and returns the platform. Close releases it.
@@ -96,6 +118,11 @@ func Open(ctx context.Context, cfg Config) (*Strata, error) {
 	cfg = cfg.WithDefaults()
 	s := &Strata{cfg: cfg}
 	dsn := cfg.DatabaseURL
+	if dsn == "" && cfg.Attach {
+		if u, err := embedpg.Attach(cfg.DataDir, ""); err == nil {
+			dsn = u
+		}
+	}
 	if dsn == "" {
 		c, err := embedpg.Start(ctx, embedpg.Options{
 			DataDir:    cfg.DataDir,
@@ -117,14 +144,52 @@ func Open(ctx context.Context, cfg Config) (*Strata, error) {
 		return nil, err
 	}
 	s.pool = pool
-	if !cfg.SkipMigrations {
-		if _, err := s.Migrate(ctx); err != nil {
-			s.Close()
-			return nil, err
-		}
+	if cfg.SkipMigrations {
+		return s, nil
+	}
+	if _, err := s.Migrate(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.startModules(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
 	}
 	return s, nil
 }
+
+// startModules builds the modules and starts their background work.
+func (s *Strata) startModules(ctx context.Context) error {
+	log := s.cfg.Logger
+	s.listener = db.NewListener(s.pool, log)
+	s.listener.Start()
+	s.audit = audit.New(s.pool, log)
+	authCfg := s.cfg.Auth
+	if authCfg.Logger == nil {
+		authCfg.Logger = log
+	}
+	s.auth = auth.New(s.pool, s.listener, s.audit, authCfg)
+	if err := s.auth.Start(ctx); err != nil {
+		return err
+	}
+	created, generated, err := s.auth.EnsureAdmin(ctx, s.cfg.AdminPassword)
+	if err != nil {
+		return fmt.Errorf("creating the first administrator: %w", err)
+	}
+	if created && s.cfg.OnAdminCreated != nil {
+		s.cfg.OnAdminCreated("admin", generated)
+	}
+	bg, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.bg.Go(func() { s.audit.RunSealer(bg, 100*time.Millisecond) })
+	return nil
+}
+
+// Auth returns the identity and permissions service. Nil when opened with SkipMigrations.
+func (s *Strata) Auth() *auth.Service { return s.auth }
+
+// Audit returns the audit log. Nil when opened with SkipMigrations.
+func (s *Strata) Audit() *audit.Log { return s.audit }
 
 // Migrate applies pending migrations and returns the ids of those applied.
 func (s *Strata) Migrate(ctx context.Context) ([]string, error) {
@@ -199,8 +264,19 @@ func (s *Strata) Postgres() (pid int, dataDir string, ok bool) {
 	return s.cluster.PID(), s.cluster.DataDir(), true
 }
 
-// Close closes the pool and stops the embedded server (fast shutdown, bounded at 60s).
+// Close stops background work, closes the pool and stops the embedded server (fast
+// shutdown, bounded at 60s).
 func (s *Strata) Close() error {
+	if s.stop != nil {
+		s.stop()
+	}
+	s.bg.Wait()
+	if s.listener != nil {
+		s.listener.Close()
+	}
+	if s.auth != nil {
+		s.auth.Close()
+	}
 	if s.pool != nil {
 		s.pool.Close()
 	}

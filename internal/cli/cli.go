@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/stratadb/strata"
+	"github.com/stratadb/strata/auth"
 	"golang.org/x/term"
 )
 
@@ -77,7 +78,7 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 func isCobraUsage(err error) bool {
 	msg := err.Error()
 	for _, p := range []string{"unknown flag", "unknown shorthand flag", "unknown command", "flag needs an argument",
-		"invalid argument", "accepts ", "requires at least"} {
+		"invalid argument \"", "accepts ", "requires at least", "required flag"} {
 		if strings.Contains(msg, p) {
 			return true
 		}
@@ -99,7 +100,7 @@ func newRoot(stdio *IO) *cobra.Command {
 		},
 	}
 	bindFlags(root.PersistentFlags())
-	root.AddCommand(cmdServe(stdio), cmdMigrate(stdio), cmdConfig(stdio), cmdVersion(stdio))
+	root.AddCommand(cmdServe(stdio), cmdMigrate(stdio), cmdAdmin(stdio), cmdAudit(stdio), cmdConfig(stdio), cmdVersion(stdio))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }
@@ -161,6 +162,14 @@ func (e *env) strataConfig() (strata.Config, error) {
 	if err != nil {
 		return strata.Config{}, err
 	}
+	accessTTL, err := e.vals.duration("access-token-ttl")
+	if err != nil {
+		return strata.Config{}, err
+	}
+	refreshTTL, err := e.vals.duration("refresh-token-ttl")
+	if err != nil {
+		return strata.Config{}, err
+	}
 	return strata.Config{
 		DatabaseURL:  e.vals.str("database-url"),
 		DataDir:      e.vals.str("data-dir"),
@@ -171,8 +180,26 @@ func (e *env) strataConfig() (strata.Config, error) {
 			User:       e.vals.str("pg-user"),
 			ListenAddr: pgListen,
 		},
-		Logger: e.log,
+		AdminPassword:  e.vals.str("admin-password"),
+		OnAdminCreated: e.printAdmin,
+		Auth:           auth.Config{AccessTTL: accessTTL, RefreshTTL: refreshTTL},
+		Logger:         e.log,
 	}, nil
+}
+
+// printAdmin shows the first administrator's generated password, once, on stderr (not in
+// the log, where secrets never go).
+func (e *env) printAdmin(username, generated string) {
+	if generated == "" {
+		e.log.Info("created the first administrator with the password from --admin-password", "username", username)
+		return
+	}
+	fmt.Fprintf(e.io.Stderr, "\n"+
+		"  Created the first administrator.\n"+
+		"    username: %s\n"+
+		"    password: %s\n"+
+		"  This password is shown only now. Change it with `strata admin reset-password --username %s`.\n\n",
+		username, generated, username)
 }
 
 func cmdVersion(stdio *IO) *cobra.Command {

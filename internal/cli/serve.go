@@ -70,6 +70,11 @@ func serve(ctx context.Context, e *env) error {
 	}
 	gate := &server.Gate{}
 	srv := server.NewHTTPServer(scfg, gate, e.log)
+	// Requests' contexts end when a drain times out, so stuck handlers release their
+	// database connections and the pool can close.
+	base, cancelRequests := context.WithCancel(context.Background())
+	defer cancelRequests()
+	srv.BaseContext = func(net.Listener) context.Context { return base }
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	e.log.Info("listening; starting the platform", "addr", ln.Addr().String(), "version", strata.Version())
@@ -82,7 +87,8 @@ func serve(ctx context.Context, e *env) error {
 		}
 		return err
 	}
-	api := server.New(server.Deps{Pool: s.Pool(), Ready: s.Ready, Logger: e.log, Version: strata.Version()})
+	api := server.New(server.Deps{Pool: s.Pool(), Ready: s.Ready, Logger: e.log, Version: strata.Version(),
+		Auth: s.Auth(), Audit: s.Audit()})
 	gate.Set(api)
 	attrs := []any{"url", "http://" + ln.Addr().String(), "docs", "http://" + ln.Addr().String() + "/docs",
 		"elapsed", time.Since(start).Round(time.Millisecond)}
@@ -103,7 +109,10 @@ func serve(ctx context.Context, e *env) error {
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		e.log.Warn("requests still running at the shutdown timeout were cut off", "err", err)
+		cancelRequests()
+		_ = srv.Close()
 	}
+	cancelRequests()
 	closeErr := s.Close()
 	e.log.Info("stopped", "elapsed", time.Since(start).Round(time.Millisecond))
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -41,8 +41,18 @@ var settings = []setting{
 	{name: "http-write-timeout", env: "STRATA_HTTP_WRITE_TIMEOUT", def: "60s", usage: "maximum time to write a response (streams extend their own)"},
 	{name: "http-idle-timeout", env: "STRATA_HTTP_IDLE_TIMEOUT", def: "120s", usage: "close keep-alive connections idle this long"},
 	{name: "shutdown-timeout", env: "STRATA_SHUTDOWN_TIMEOUT", def: "30s", usage: "how long a graceful shutdown waits for in-flight requests"},
+	{name: "admin-password", env: "STRATA_ADMIN_PASSWORD", usage: "password of the first administrator, created on a database with no users (default: generated and printed once)", redact: secret},
+	{name: "access-token-ttl", env: "STRATA_ACCESS_TOKEN_TTL", def: "15m", usage: "lifetime of access tokens"},
+	{name: "refresh-token-ttl", env: "STRATA_REFRESH_TOKEN_TTL", def: "720h", usage: "lifetime of a sign-in session (its refresh tokens)"},
 	{name: "log-level", env: "STRATA_LOG_LEVEL", def: "info", usage: "debug, info, warn or error"},
 	{name: "log-format", env: "STRATA_LOG_FORMAT", def: "auto", usage: "text, json, or auto (text on a terminal, JSON otherwise)"},
+}
+
+func secret(v string) string {
+	if v == "" {
+		return ""
+	}
+	return "xxxxx"
 }
 
 func lookupSetting(name string) *setting {

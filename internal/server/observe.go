@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/problem"
 )
 
@@ -48,6 +49,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		r, id := withRequestID(w, r)
 		log := s.log.With("request_id", id)
 		ctx := context.WithValue(r.Context(), keyLogger, log)
+		ctx = audit.WithRequest(ctx, audit.Request{IP: clientIP(r), UserAgent: r.UserAgent(), RequestID: id})
 		r = r.WithContext(ctx)
 		rec := &recorder{ResponseWriter: w}
 		s.metrics.inFlight.Inc()
@@ -70,7 +72,10 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			elapsed := time.Since(start)
 			s.metrics.observe(r.Method, route, status, elapsed)
 			level := slog.LevelDebug
-			if status >= 500 {
+			switch {
+			case status == http.StatusServiceUnavailable:
+				level = slog.LevelWarn // the database is away; said once per request, not as a failure of ours
+			case status >= 500:
 				level = slog.LevelError
 			}
 			log.Log(ctx, level, "request", "method", r.Method, "path", r.URL.Path, "route", route,

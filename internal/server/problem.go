@@ -41,16 +41,22 @@ var statusCodes = map[int]string{
 	http.StatusServiceUnavailable:    "unavailable",
 }
 
+// statusClientClosed is nginx's convention for a client that went away before the answer.
+const statusClientClosed = 499
+
 func toProblem(status int, msg string, errs []error) *problem.Error {
-	if status >= 500 {
-		// A handler returned a plain error: a database outage is the client's to retry,
-		// anything else is ours, described only in the log.
+	if status == http.StatusInternalServerError {
+		// A handler returned a plain error: a database outage is the client's to retry, a
+		// client that left is nobody's fault, anything else is ours, described only in the log.
 		for _, err := range errs {
 			if err == nil {
 				continue
 			}
 			if p, ok := problem.As(err); ok {
 				return p
+			}
+			if errors.Is(err, context.Canceled) {
+				return problem.New(statusClientClosed, "client_closed", "the client closed the request").WithCause(err)
 			}
 			if t, ok := problem.As(db.Translate(err, "resource")); ok {
 				return t
@@ -72,7 +78,7 @@ func toProblem(status int, msg string, errs []error) *problem.Error {
 		if errors.As(err, &d) {
 			// The value is never echoed back: it may be a password or a token.
 			p = p.WithField(d.Location, d.Message)
-			if status == http.StatusBadRequest && d.Location == "body" {
+			if status == http.StatusBadRequest && d.Location == "body" && looksLikeJSONError(d.Message) {
 				p.Code = "malformed_json"
 				p.Detail = "the request body is not valid JSON"
 			}
@@ -83,6 +89,15 @@ func toProblem(status int, msg string, errs []error) *problem.Error {
 	return p
 }
 
+func looksLikeJSONError(msg string) bool {
+	for _, s := range []string{"invalid character", "unexpected end of JSON", "json:", "cannot unmarshal", "looking for beginning"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // stampProblem is a huma transformer: it adds the request id to problems on their way out
 // and logs server-side failures with their cause.
 func stampProblem(ctx huma.Context, _ string, v any) (any, error) {
@@ -90,14 +105,17 @@ func stampProblem(ctx huma.Context, _ string, v any) (any, error) {
 	if !ok {
 		return v, nil
 	}
+	challengeHuma(ctx, p)
 	return stamp(ctx.Context(), p), nil
 }
 
 func stamp(ctx context.Context, p *problem.Error) *problem.Error {
 	c := p.Clone()
 	c.RequestID = RequestID(ctx)
-	if c.Status >= 500 {
-		logger(ctx).Error("request failed", "code", c.Code, "status", c.Status, "cause", errorString(p.Unwrap()))
+	if c.Status == http.StatusInternalServerError {
+		// Only unexpected failures carry a cause worth logging; the access log line
+		// records every 5xx.
+		logger(ctx).Error("request failed", "code", c.Code, "cause", errorString(p.Unwrap()))
 	}
 	return c
 }
@@ -119,6 +137,11 @@ func writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 	for k, vs := range p.GetHeaders() {
 		for _, v := range vs {
 			w.Header().Add(k, v)
+		}
+	}
+	if p.Status == http.StatusUnauthorized {
+		for _, c := range challenge {
+			w.Header().Add("WWW-Authenticate", c)
 		}
 	}
 	w.Header().Set("Content-Type", problem.ContentType)

@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,8 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stratadb/strata/audit"
+	"github.com/stratadb/strata/auth"
 )
 
 // Config holds the HTTP listener's settings. Zero values mean the documented defaults.
@@ -56,6 +57,10 @@ type Deps struct {
 	Logger *slog.Logger
 	// Version is reported by the OpenAPI document and metrics.
 	Version string
+	// Auth and Audit serve identity, permissions and the audit log; their routes are
+	// registered only when set.
+	Auth  *auth.Service
+	Audit *audit.Log
 }
 
 // Server is the HTTP handler of the whole API.
@@ -66,16 +71,28 @@ type Server struct {
 	api     huma.API
 	metrics *metrics
 	handler http.Handler
+	// rejections bounds how many refused credentials per client address are audited.
+	rejections *ipLimiter
 }
 
 // New builds the API: every route group registered, wrapped in request ids, logging,
 // metrics and panic recovery.
 func New(d Deps) *Server {
-	s := &Server{deps: d, log: cmp.Or(d.Logger, slog.New(slog.DiscardHandler)), mux: http.NewServeMux()}
+	s := &Server{deps: d, log: cmp.Or(d.Logger, slog.New(slog.DiscardHandler)), mux: http.NewServeMux(),
+		rejections: newIPLimiter(2, 20)}
 	s.metrics = newMetrics(d.Pool, d.Version)
 	s.api = humago.New(s.mux, apiConfig(d.Version))
+	securitySchemes(s.api)
+	s.api.UseMiddleware(s.authn)
 	s.mux.HandleFunc("/", s.unmatched)
 	s.routesHealth()
+	if d.Auth != nil && d.Audit != nil {
+		s.routesAuth()
+		s.routesUsers()
+		s.routesTenants()
+		s.routesGrants()
+		s.routesAudit()
+	}
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.handler = s.observe(s.mux)
 	return s
@@ -112,7 +129,6 @@ func NewHTTPServer(c Config, h http.Handler, log *slog.Logger) *http.Server {
 		IdleTimeout:       c.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cmp.Or(log, slog.New(slog.DiscardHandler)).Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return context.Background() },
 	}
 }
 

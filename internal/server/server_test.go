@@ -85,6 +85,10 @@ func newServer(t *testing.T, pool *pgxpool.Pool) (*server.Server, *syncBuffer) {
 		func(context.Context, *struct{}) (*struct{}, error) {
 			return nil, io.ErrUnexpectedEOF // a plain error from deep inside: a 500, described only in the log
 		})
+	huma.Register(s.API(), huma.Operation{OperationID: "maintenance", Method: http.MethodGet, Path: "/test/maintenance"},
+		func(context.Context, *struct{}) (*struct{}, error) {
+			return nil, huma.Error503ServiceUnavailable("down for maintenance")
+		})
 	huma.Register(s.API(), huma.Operation{OperationID: "db", Method: http.MethodGet, Path: "/test/db"},
 		func(ctx context.Context, _ *struct{}) (*echoOut, error) {
 			out := &echoOut{}
@@ -195,6 +199,8 @@ func TestScenarios(t *testing.T) {
 			wantCode: "name_taken", wantBody: []string{`"current_version":7`}},
 		{name: "panic", method: "GET", path: "/test/panic", wantStatus: 500, wantCode: "internal", notBody: []string{"secret-internal-detail"}},
 		{name: "plain error", method: "GET", path: "/test/error", wantStatus: 500, wantCode: "internal", notBody: []string{"EOF"}},
+		{name: "huma 503 keeps its status", method: "GET", path: "/test/maintenance", wantStatus: 503, wantCode: "unavailable",
+			wantBody: []string{"down for maintenance"}},
 		{name: "database", method: "GET", path: "/test/db", wantStatus: 200, wantBody: []string{"from the database"}},
 		{name: "client request id kept", method: "GET", path: "/healthz", header: map[string]string{"X-Request-Id": "abc-123"},
 			wantStatus: 200, wantHeader: map[string]string{"X-Request-Id": "abc-123"}},
