@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/auth"
+	"github.com/stratadb/strata/feed"
 	"github.com/stratadb/strata/internal/db"
 	"github.com/stratadb/strata/internal/embedpg"
 	"github.com/stratadb/strata/internal/migrate"
@@ -63,6 +64,8 @@ type Config struct {
 	OnAdminCreated func(username, generatedPassword string)
 	// Auth tunes identity: token lifetimes, sign-in rate limits, password hashing cost.
 	Auth auth.Config
+	// ChangeRetention is how long the change feed keeps entries. Default 7 days.
+	ChangeRetention time.Duration
 	// Logger receives lifecycle and database logs. Nil is quiet.
 	Logger *slog.Logger
 }
@@ -104,13 +107,14 @@ type Strata struct {
 	listener *db.Listener
 	audit    *audit.Log
 	auth     *auth.Service
+	feed     *feed.Feed
 
 	stop context.CancelFunc
 	bg   sync.WaitGroup
 }
 
 // schema lists every module's migrations; migrate.Plan orders them by dependency.
-var schema = []*migrate.Module{audit.Schema, auth.Schema}
+var schema = []*migrate.Module{audit.Schema, auth.Schema, feed.Schema}
 
 // Open starts or connects to the database, applies pending migrations (under an advisory
 // lock, so several nodes may open at once) and returns the platform. Close releases it.
@@ -179,11 +183,20 @@ func (s *Strata) startModules(ctx context.Context) error {
 	if created && s.cfg.OnAdminCreated != nil {
 		s.cfg.OnAdminCreated("admin", generated)
 	}
+	s.feed = feed.New(s.pool, s.listener, log, s.cfg.ChangeRetention)
 	bg, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.bg.Go(func() { s.audit.RunSealer(bg, 100*time.Millisecond) })
+	s.bg.Go(func() { s.feed.Run(bg) })
 	return nil
 }
+
+// Feed returns the change feed. Nil when opened with SkipMigrations.
+func (s *Strata) Feed() *feed.Feed { return s.feed }
+
+// Listener returns the process's LISTEN/NOTIFY hub, for modules that wake on
+// notifications. Nil when opened with SkipMigrations.
+func (s *Strata) Listener() *db.Listener { return s.listener }
 
 // Auth returns the identity and permissions service. Nil when opened with SkipMigrations.
 func (s *Strata) Auth() *auth.Service { return s.auth }
