@@ -14,10 +14,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/auth"
+	"github.com/stratadb/strata/doc"
 	"github.com/stratadb/strata/feed"
 	"github.com/stratadb/strata/internal/db"
 	"github.com/stratadb/strata/internal/embedpg"
 	"github.com/stratadb/strata/internal/migrate"
+	"github.com/stratadb/strata/queue"
 )
 
 // version is set at build time with -ldflags "-X github.com/stratadb/strata.version=v1.2.3".
@@ -108,13 +110,15 @@ type Strata struct {
 	audit    *audit.Log
 	auth     *auth.Service
 	feed     *feed.Feed
+	docs     *doc.Store
+	queue    *queue.Client
 
 	stop context.CancelFunc
 	bg   sync.WaitGroup
 }
 
 // schema lists every module's migrations; migrate.Plan orders them by dependency.
-var schema = []*migrate.Module{audit.Schema, auth.Schema, feed.Schema}
+var schema = []*migrate.Module{audit.Schema, auth.Schema, feed.Schema, doc.Schema, queue.Schema}
 
 // Open starts or connects to the database, applies pending migrations (under an advisory
 // lock, so several nodes may open at once) and returns the platform. Close releases it.
@@ -188,8 +192,18 @@ func (s *Strata) startModules(ctx context.Context) error {
 	s.stop = stop
 	s.bg.Go(func() { s.audit.RunSealer(bg, 100*time.Millisecond) })
 	s.bg.Go(func() { s.feed.Run(bg) })
+	s.docs = doc.New(s.pool, s.auth, s.feed, s.listener, doc.Config{Logger: log})
+	s.bg.Go(func() { s.docs.Run(bg) })
+	s.queue = queue.New(s.pool, s.auth, s.listener, queue.Config{Logger: log})
+	s.bg.Go(func() { s.queue.Run(bg) })
 	return nil
 }
+
+// Docs returns the document store. Nil when opened with SkipMigrations.
+func (s *Strata) Docs() *doc.Store { return s.docs }
+
+// Queue returns the job queue. Nil when opened with SkipMigrations.
+func (s *Strata) Queue() *queue.Client { return s.queue }
 
 // Feed returns the change feed. Nil when opened with SkipMigrations.
 func (s *Strata) Feed() *feed.Feed { return s.feed }

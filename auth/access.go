@@ -173,6 +173,9 @@ func (s *Service) loadAccess(ctx context.Context, key string) (accessState, erro
 	}
 	var rows pgx.Rows
 	var err error
+	if who == "" { // the system principal: no membership, only the tenant's existence
+		return st, nil
+	}
 	if keyID, isKey := strings.CutPrefix(who, "k:"); isKey {
 		var role string
 		err := s.pool.QueryRow(ctx, `SELECT role FROM api_keys WHERE id = $1 AND tenant_id = $2`, keyID, tenant).Scan(&role)

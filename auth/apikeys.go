@@ -79,9 +79,7 @@ func (s *Service) APIKeyCreate(ctx context.Context, tenant string, in APIKeyInpu
 	if k.Grants == nil {
 		k.Grants = []GrantSpec{}
 	}
-	if p != nil && !p.IsKey() {
-		k.CreatedBy = &p.UserID
-	}
+	k.CreatedBy = p.userID()
 	err := s.inTx(ctx, "API key", func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, role, created_by, expires_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING created_at`,

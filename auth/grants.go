@@ -91,10 +91,7 @@ func (s *Service) GrantCreate(ctx context.Context, tenant string, in GrantInput)
 		return Grant{}, false, err
 	}
 	p := PrincipalFrom(ctx)
-	var by *string
-	if p != nil && !p.IsKey() {
-		by = &p.UserID
-	}
+	by := p.userID()
 	var g Grant
 	created := false
 	err = s.inTx(ctx, "grant", func(tx pgx.Tx) error {

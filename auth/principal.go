@@ -43,6 +43,15 @@ type Principal struct {
 	Method Method
 }
 
+// userID returns the principal's user id, or nil for API keys and the system.
+func (p *Principal) userID() *string {
+	if p == nil || p.IsKey() || p.UserID == "" {
+		return nil
+	}
+	id := p.UserID
+	return &id
+}
+
 // IsKey reports whether the principal is an API key.
 func (p *Principal) IsKey() bool { return p.KeyID != "" }
 
@@ -59,6 +68,15 @@ type principalKey struct{}
 // WithPrincipal returns ctx carrying p, and p as the audit actor.
 func WithPrincipal(ctx context.Context, p *Principal) context.Context {
 	return audit.WithActor(context.WithValue(ctx, principalKey{}, p), p.Actor())
+}
+
+// MethodSystem marks the platform acting on its own behalf.
+const MethodSystem Method = "system"
+
+// System returns ctx acting as the platform itself: a platform administrator named
+// "system", for library callers and background work done on behalf of no user.
+func System(ctx context.Context) context.Context {
+	return WithPrincipal(ctx, &Principal{Username: "system", PlatformAdmin: true, Method: MethodSystem})
 }
 
 // PrincipalFrom returns the principal in ctx, or nil.

@@ -39,6 +39,9 @@ func (s *Service) TenantCreate(ctx context.Context, name string) (Tenant, error)
 	if p.IsKey() {
 		return Tenant{}, s.Deny(ctx, "", "tenants", "API keys act within their tenant and cannot create tenants")
 	}
+	if p.UserID == "" {
+		return Tenant{}, problem.Forbidden("forbidden", "a tenant needs a user as its owner; create it as a user")
+	}
 	if err := checkTenantName(name); err != nil {
 		return Tenant{}, err
 	}
@@ -79,7 +82,7 @@ func (s *Service) TenantList(ctx context.Context) ([]Tenant, error) {
 		rows, err = s.pool.Query(ctx, `SELECT t.id, t.name, t.created_at, t.updated_at, COALESCE(m.role, '') FROM tenants t
 			LEFT JOIN memberships m ON m.tenant_id = t.id AND m.user_id = $1
 				AND (m.starts_on IS NULL OR m.starts_on <= $2::date) AND (m.ends_on IS NULL OR m.ends_on >= $2::date)
-			ORDER BY t.name, t.id`, p.UserID, today)
+			ORDER BY t.name, t.id`, p.userID(), today)
 	default:
 		rows, err = s.pool.Query(ctx, `SELECT t.id, t.name, t.created_at, t.updated_at, m.role FROM tenants t
 			JOIN memberships m ON m.tenant_id = t.id WHERE m.user_id = $1

@@ -3,10 +3,12 @@
 // committed change or seeing an uncommitted one, however out of order concurrent writers
 // commit.
 //
-// Writers call Append inside their transaction; the entry has no position yet. One
-// sequencer at a time across all nodes (an advisory lock elects it) numbers committed
-// entries in batches, in the order they became visible, then notifies every node
-// (LISTEN/NOTIFY) so waiting readers wake within milliseconds.
+// Writers call Append (or AppendMany for a bulk write of many keys) inside their
+// transaction; the entry has no position yet. One sequencer at a time across all nodes
+// (an advisory lock elects it) numbers committed entries in batches, in the order they
+// became visible, then notifies every node (LISTEN/NOTIFY) so waiting readers wake within
+// milliseconds. A bulk entry holds many keys under one position; readers see one change
+// per key, at sub-positions, so they may stop and resume inside it.
 package feed
 
 import (
@@ -15,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +46,14 @@ func mustSub(f embed.FS, dir string) fs.FS {
 	return sub
 }
 
+func init() {
+	// A tenant's feed goes with it.
+	auth.OnTenantDelete(func(ctx context.Context, tx pgx.Tx, tenant string) error {
+		_, err := tx.Exec(ctx, `DELETE FROM changes WHERE tenant_id = $1`, tenant)
+		return err
+	})
+}
+
 // Entry is a write to record.
 type Entry struct {
 	// Tenant is the tenant's id.
@@ -61,7 +72,9 @@ type Entry struct {
 
 // Change is an entry with its position, as consumers read it.
 type Change struct {
-	Position int64     `json:"position,string" doc:"Resume after this position to see only later changes."`
+	// Position is where this change is in the feed ("p", or "p.k" inside a bulk write).
+	Position string `json:"position" example:"1042" doc:"Resume after this position to see only later changes."`
+	pos      Position
 	At       time.Time `json:"at"`
 	Kind     string    `json:"kind" example:"doc"`
 	Scope    string    `json:"scope,omitempty" example:"notes"`
@@ -69,6 +82,66 @@ type Change struct {
 	Op       string    `json:"op" example:"update"`
 	Version  *int64    `json:"version,omitempty"`
 	Actor    string    `json:"actor,omitempty"`
+}
+
+// Position is a place in the feed: a sequenced entry's number, and — inside a bulk entry
+// — the index of a key. Written as "p" or "p.k"; the zero Position is the start.
+type Position struct {
+	Pos int64
+	// Sub is the index of a key within a bulk entry, or -1 for the whole entry.
+	Sub int
+}
+
+// Start is the position before every entry.
+var Start = Position{Sub: -1}
+
+// String writes the position.
+func (p Position) String() string {
+	if p.Sub < 0 {
+		return strconv.FormatInt(p.Pos, 10)
+	}
+	return strconv.FormatInt(p.Pos, 10) + "." + strconv.Itoa(p.Sub)
+}
+
+// Pos returns the change's position, parsed.
+func (c Change) Pos() Position { return c.pos }
+
+// ParsePosition reads "p" or "p.k"; "" is the start.
+func ParsePosition(s string) (Position, error) {
+	if s == "" {
+		return Start, nil
+	}
+	bad := problem.Invalid("invalid_position", "%q is not a feed position", s).WithField("query.after", "invalid")
+	ps, ks, sub := strings.Cut(s, ".")
+	p, err := strconv.ParseInt(ps, 10, 64)
+	if err != nil || p < 0 {
+		return Position{}, bad
+	}
+	out := Position{Pos: p, Sub: -1}
+	if sub {
+		k, err := strconv.Atoi(ks)
+		if err != nil || k < 0 {
+			return Position{}, bad
+		}
+		out.Sub = k
+	}
+	return out, nil
+}
+
+// Less orders positions.
+func (p Position) Less(q Position) bool {
+	if p.Pos != q.Pos {
+		return p.Pos < q.Pos
+	}
+	// Within one entry, a key index comes before the whole entry.
+	ps, qs := p.Sub, q.Sub
+	if ps < 0 {
+		ps = 1 << 30
+	}
+	if qs < 0 {
+		qs = 1 << 30
+	}
+	return ps < qs
 }
 
 // Execer is what Append writes through: the writer's transaction.
@@ -87,11 +160,15 @@ func Append(ctx context.Context, q Execer, e Entry) error {
 	return err
 }
 
-// AppendMany records entries of one tenant, kind and scope in one statement (bulk writes).
-func AppendMany(ctx context.Context, q Execer, tenant, kind, scope, op string, keys []string, versions []int64) error {
-	_, err := q.Exec(ctx, `INSERT INTO changes (tenant_id, kind, scope, key, op, version, actor)
-		SELECT $1, $2, $3, k, $4, NULLIF(v, 0), $7 FROM unnest($5::text[], $6::bigint[]) AS u(k, v)`,
-		tenant, kind, scope, op, keys, versions, audit.ActorFrom(ctx).Name)
+// AppendMany records a bulk write of many keys of one tenant, kind and scope as one entry
+// (readers see one change per key). version applies to every key (0: none).
+func AppendMany(ctx context.Context, q Execer, tenant, kind, scope, op string, keys []string, version int64) error {
+	var v any
+	if version > 0 {
+		v = version
+	}
+	_, err := q.Exec(ctx, `INSERT INTO changes (tenant_id, kind, scope, keys, op, version, actor) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		tenant, kind, scope, keys, op, v, audit.ActorFrom(ctx).Name)
 	return err
 }
 
@@ -126,7 +203,7 @@ func New(pool *pgxpool.Pool, listener *db.Listener, logger *slog.Logger, retenti
 			f.advance(p)
 		}
 	})
-	listener.OnReset(func() { f.broadcast() })
+	listener.OnReset(f.broadcast)
 	return f
 }
 
@@ -166,12 +243,12 @@ const sequenceLock int64 = 0x5374726174614368 // "StrataCh"
 // there are none, or when another node is sequencing.
 func (f *Feed) Sequence(ctx context.Context, batch int) (int, error) {
 	var n int
+	var last int64
 	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
 		var got bool
 		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", sequenceLock).Scan(&got); err != nil || !got {
 			return err
 		}
-		var last int64
 		err := tx.QueryRow(ctx, `WITH batch AS (
 				SELECT id FROM changes WHERE position IS NULL ORDER BY id LIMIT $1
 			), numbered AS (
@@ -184,17 +261,20 @@ func (f *Feed) Sequence(ctx context.Context, batch int) (int, error) {
 			return err
 		}
 		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", channel, strconv.FormatInt(last, 10))
-		if err == nil {
-			defer f.advance(last) // this node learns at once; others by the notification
-		}
 		return err
 	})
+	if err == nil && last > 0 {
+		// This node learns at once — after the commit, or a woken reader would find the
+		// positions not yet visible and wait past them; other nodes learn by notification.
+		f.advance(last)
+	}
 	return n, err
 }
 
-// Run sequences until ctx ends: at once when kicked, every poll interval otherwise (20ms:
-// the bound on how long a change from another node waits), and without pause while a
-// backlog lasts. It also prunes entries past the retention hourly. Every node runs one.
+// Run sequences until ctx ends: soon after a kick (a millisecond later, so a burst of
+// writes is numbered together), every 20ms otherwise (the bound on how long a change
+// written through another node waits), and without pause while a backlog lasts. It also
+// prunes entries past the retention hourly. Every node runs one.
 func (f *Feed) Run(ctx context.Context) {
 	const batch = 5000
 	poll := time.NewTicker(20 * time.Millisecond)
@@ -206,6 +286,7 @@ func (f *Feed) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-f.kick:
+			time.Sleep(time.Millisecond)
 		case <-poll.C:
 		case <-prune.C:
 			if _, err := f.Prune(ctx); err != nil && ctx.Err() == nil {
@@ -245,66 +326,105 @@ func (f *Feed) Prune(ctx context.Context) (int64, error) {
 }
 
 // Read returns up to limit (default 1000, at most 10000) of the tenant's changes after
-// position after, oldest first. A position older than what the feed still keeps answers
-// 410 position_expired: the consumer must resynchronize; one beyond the newest answers
-// 400 invalid_position.
-func (f *Feed) Read(ctx context.Context, tenant string, after int64, limit int) ([]Change, error) {
+// position after, oldest first, and the position to resume from (after itself when there
+// is nothing new). A position older than the feed keeps answers 410 position_expired; one
+// beyond the newest answers 400 invalid_position.
+func (f *Feed) Read(ctx context.Context, tenant string, after Position, limit int) ([]Change, Position, error) {
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
 	}
-	if after > 0 {
+	if after != Start {
 		var last, prunedThrough int64
 		if err := f.pool.QueryRow(ctx, `SELECT last, pruned_through FROM change_sequence`).Scan(&last, &prunedThrough); err != nil {
-			return nil, db.Translate(err, "change feed")
+			return nil, after, db.Translate(err, "change feed")
 		}
-		if after > last {
-			return nil, problem.Invalid("invalid_position", "position %d is ahead of the feed (newest %d)", after, last).
+		if after.Pos > last {
+			return nil, after, problem.Invalid("invalid_position", "position %s is ahead of the feed (newest %d)", after, last).
 				WithField("query.after", "ahead of the feed")
 		}
-		if after < prunedThrough {
-			return nil, problem.New(410, "position_expired", "changes after position %d are no longer kept (retention %s); "+
+		if after.Less(Position{Pos: prunedThrough, Sub: -1}) {
+			return nil, after, problem.New(410, "position_expired", "changes after position %s are no longer kept (retention %s); "+
 				"resynchronize, then resume from the newest position", after, f.retention)
 		}
 	}
-	rows, err := f.pool.Query(ctx, `SELECT position, at, kind, scope, key, op, version, actor FROM changes
-		WHERE tenant_id = $1 AND position > $2 ORDER BY position LIMIT $3`, tenant, after, limit)
-	if err != nil {
-		return nil, db.Translate(err, "change feed")
+	cmp := ">"
+	if after.Sub >= 0 {
+		cmp = ">=" // the bulk entry that was partly read comes back, minus its read keys
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Change, error) {
-		var c Change
-		err := r.Scan(&c.Position, &c.At, &c.Kind, &c.Scope, &c.Key, &c.Op, &c.Version, &c.Actor)
-		return c, err
-	})
-	return out, db.Translate(err, "change feed")
+	rows, err := f.pool.Query(ctx, `SELECT position, at, kind, scope, key, keys, op, version, actor FROM changes
+		WHERE tenant_id = $1 AND position `+cmp+` $2 ORDER BY position LIMIT $3`, tenant, after.Pos, limit)
+	if err != nil {
+		return nil, after, db.Translate(err, "change feed")
+	}
+	defer rows.Close()
+	var out []Change
+	next := after
+	for rows.Next() && len(out) < limit {
+		var pos int64
+		var keys []string
+		c := Change{}
+		if err := rows.Scan(&pos, &c.At, &c.Kind, &c.Scope, &c.Key, &keys, &c.Op, &c.Version, &c.Actor); err != nil {
+			return nil, after, db.Translate(err, "change feed")
+		}
+		if keys == nil {
+			c.pos = Position{Pos: pos, Sub: -1}
+			c.Position = c.pos.String()
+			out = append(out, c)
+			next = c.pos
+			continue
+		}
+		first := 0
+		if pos == after.Pos && after.Sub >= 0 {
+			first = after.Sub + 1
+		}
+		for k := first; k < len(keys) && len(out) < limit; k++ {
+			e := c
+			e.Key = keys[k]
+			e.pos = Position{Pos: pos, Sub: k}
+			if k == len(keys)-1 {
+				e.pos.Sub = -1 // the last key completes the entry
+			}
+			e.Position = e.pos.String()
+			out = append(out, e)
+			next = e.pos
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, after, db.Translate(err, "change feed")
+	}
+	return out, next, nil
 }
+
+// Known returns the newest position this node knows to be sequenced. A reader takes it
+// before reading and passes it to Wait, so a change sequenced after the read wakes it.
+func (f *Feed) Known() int64 { return f.last.Load() }
 
 // Head returns the newest sequenced position (of any tenant), which a consumer may start
 // after to see only future changes.
-func (f *Feed) Head(ctx context.Context) (int64, error) {
+func (f *Feed) Head(ctx context.Context) (Position, error) {
 	var last int64
 	err := f.pool.QueryRow(ctx, `SELECT last FROM change_sequence`).Scan(&last)
 	if err == nil {
 		f.advance(last)
 	}
-	return last, db.Translate(err, "change feed")
+	return Position{Pos: last, Sub: -1}, db.Translate(err, "change feed")
 }
 
-// Wait blocks until a position newer than after is sequenced (on any node), ctx ends, or
+// Wait blocks until a position newer than known is sequenced (on any node), ctx ends, or
 // max passes; it reports whether something new may be there. Readers call it between
 // reads instead of polling the database.
-func (f *Feed) Wait(ctx context.Context, after int64, max time.Duration) bool {
+func (f *Feed) Wait(ctx context.Context, known int64, max time.Duration) bool {
 	timer := time.NewTimer(max)
 	defer timer.Stop()
 	for {
 		f.mu.Lock()
 		wake := f.wake
 		f.mu.Unlock()
-		if f.last.Load() > after {
+		if f.last.Load() > known {
 			return true
 		}
 		if !f.listener.Healthy() { // notifications may be lost: fall back to polling
-			if head, err := f.Head(ctx); err == nil && head > after {
+			if head, err := f.Head(ctx); err == nil && head.Pos > known {
 				return true
 			}
 			select {

@@ -100,7 +100,7 @@ func newRoot(stdio *IO) *cobra.Command {
 		},
 	}
 	bindFlags(root.PersistentFlags())
-	root.AddCommand(cmdServe(stdio), cmdMigrate(stdio), cmdAdmin(stdio), cmdAudit(stdio), cmdConfig(stdio), cmdVersion(stdio))
+	root.AddCommand(cmdServe(stdio), cmdMigrate(stdio), cmdAdmin(stdio), cmdAudit(stdio), cmdImport(stdio), cmdExport(stdio), cmdConfig(stdio), cmdVersion(stdio))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }

@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	stratapkg "github.com/stratadb/strata"
+	"github.com/stratadb/strata/auth"
+	"github.com/stratadb/strata/doc"
 	"github.com/stratadb/strata/internal/cli"
 	"github.com/stratadb/strata/internal/testdb"
 )
@@ -379,5 +382,48 @@ func TestAdminAndAuditCommands(t *testing.T) {
 	code, _, errOut = run("", "audit", "verify")
 	if code != 1 || !strings.Contains(errOut, "BROKEN at entry 2") {
 		t.Fatalf("verify after tampering: %d %q", code, errOut)
+	}
+}
+
+func TestImportExportCommands(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.NewURL(t)
+	s, err := stratapkg.Open(ctx, stratapkg.Config{DatabaseURL: url, AdminPassword: "admin-password",
+		Auth: auth.Config{Argon2: auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := auth.System(ctx)
+	admin, err := s.Auth().UserByName(ctx, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ten, err := s.Auth().TenantCreate(auth.WithPrincipal(ctx, &auth.Principal{UserID: admin.ID, Username: "admin", PlatformAdmin: true}), "cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Docs().CollectionCreate(sys, ten.ID, doc.CollectionInput{Name: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.ndjson")
+	_ = os.WriteFile(in, []byte("{\"a\": 1}\n{\"a\": 2}\n{bad\n"), 0o600)
+	env := map[string]string{"STRATA_DATABASE_URL": url}
+	args := []string{"--tenant", ten.ID, "--collection", "c", "--log-level", "error"}
+	code, out, errOut := strata(ctx, env, append([]string{"import", in}, args...)...)
+	if code != 1 || !strings.Contains(out, "line 3: invalid_json") || !strings.Contains(errOut, "nothing was imported") {
+		t.Fatalf("atomic import with a bad line: %d %q %q", code, out, errOut)
+	}
+	code, out, _ = strata(ctx, env, append([]string{"import", in, "--mode", "partial"}, args...)...)
+	if code != 1 || !strings.Contains(out, "3 lines, 2 imported, 1 failed") {
+		t.Fatalf("partial import: %d %q", code, out)
+	}
+	exported := filepath.Join(dir, "out.ndjson")
+	code, _, errOut = strata(ctx, env, append([]string{"export", exported}, args...)...)
+	b, _ := os.ReadFile(exported)
+	if code != 0 || strings.Count(string(b), "\n") != 2 || !strings.Contains(errOut, "exported 2") {
+		t.Fatalf("export: %d %q %q", code, b, errOut)
 	}
 }

@@ -88,7 +88,7 @@ func serve(ctx context.Context, e *env) error {
 		return err
 	}
 	api := server.New(server.Deps{Pool: s.Pool(), Ready: s.Ready, Logger: e.log, Version: strata.Version(),
-		Auth: s.Auth(), Audit: s.Audit()})
+		Auth: s.Auth(), Audit: s.Audit(), Feed: s.Feed(), Docs: s.Docs()})
 	gate.Set(api)
 	attrs := []any{"url", "http://" + ln.Addr().String(), "docs", "http://" + ln.Addr().String() + "/docs",
 		"elapsed", time.Since(start).Round(time.Millisecond)}

@@ -25,6 +25,7 @@ type ctxKey int
 const (
 	keyRequestID ctxKey = iota
 	keyLogger
+	keyBody
 )
 
 // RequestID returns the id of the request ctx belongs to, or "".
@@ -151,6 +152,11 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// SetWriteDeadline extends the write deadline (huma's event streams call it per event).
+func (r *recorder) SetWriteDeadline(t time.Time) error {
+	return http.NewResponseController(r.ResponseWriter).SetWriteDeadline(t)
+}
 
 func (r *recorder) statusCode() int {
 	if !r.wrote {

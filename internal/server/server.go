@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/auth"
+	"github.com/stratadb/strata/doc"
+	"github.com/stratadb/strata/feed"
 )
 
 // Config holds the HTTP listener's settings. Zero values mean the documented defaults.
@@ -61,6 +63,10 @@ type Deps struct {
 	// registered only when set.
 	Auth  *auth.Service
 	Audit *audit.Log
+	// Feed serves the change feed; Docs the document store. Their routes are registered
+	// only when set.
+	Feed *feed.Feed
+	Docs *doc.Store
 }
 
 // Server is the HTTP handler of the whole API.
@@ -92,6 +98,12 @@ func New(d Deps) *Server {
 		s.routesTenants()
 		s.routesGrants()
 		s.routesAudit()
+		if d.Feed != nil {
+			s.routesChanges()
+		}
+		if d.Docs != nil {
+			s.routesDocs()
+		}
 	}
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.handler = s.observe(s.mux)

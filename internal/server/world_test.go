@@ -44,7 +44,8 @@ func newPlatformWith(t *testing.T, authCfg auth.Config) *platform {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	p := &platform{t: t, s: s}
-	p.h = server.New(server.Deps{Pool: s.Pool(), Ready: s.Ready, Version: "test", Auth: s.Auth(), Audit: s.Audit()})
+	p.h = server.New(server.Deps{Pool: s.Pool(), Ready: s.Ready, Version: "test", Auth: s.Auth(), Audit: s.Audit(),
+		Feed: s.Feed(), Docs: s.Docs()})
 	p.root = p.token("admin", "root-password")
 	return p
 }
@@ -68,6 +69,12 @@ func (r response) json(t *testing.T, v any) {
 // address of its own.
 func (p *platform) do(method, path, authz, body string) response {
 	p.t.Helper()
+	return p.doHeaders(method, path, authz, body, nil)
+}
+
+// doHeaders is do with extra request headers.
+func (p *platform) doHeaders(method, path, authz, body string, headers map[string]string) response {
+	p.t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -78,6 +85,9 @@ func (p *platform) do(method, path, authz, body string) response {
 	}
 	if authz != "" {
 		req.Header.Set("Authorization", authz)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	req.RemoteAddr = fmt.Sprintf("10.%d.%d.%d:4000", p.nextIP.Add(1)>>16&255, p.nextIP.Load()>>8&255, p.nextIP.Load()&255)
 	rec := httptest.NewRecorder()

@@ -1,0 +1,399 @@
+package doc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stratadb/strata/audit"
+	"github.com/stratadb/strata/auth"
+	"github.com/stratadb/strata/feed"
+	"github.com/stratadb/strata/filter"
+	"github.com/stratadb/strata/internal/db"
+	"github.com/stratadb/strata/problem"
+)
+
+// ImportOptions control an import.
+type ImportOptions struct {
+	// Envelopes reads lines as exported ({"id": …, "data": {…}}); otherwise each line is a
+	// document and gets a server-made id.
+	Envelopes bool
+	// Partial imports the good lines and reports the bad ones; otherwise (the default) one
+	// bad line imports nothing.
+	Partial bool
+	// Progress, when set, is called after each batch with the lines read and imported.
+	Progress func(lines, imported int64)
+}
+
+// ImportReport says what an import did.
+type ImportReport struct {
+	Lines    int64         `json:"lines"`
+	Imported int64         `json:"imported"`
+	Failed   int64         `json:"failed"`
+	Errors   []LineError   `json:"errors,omitempty" doc:"The first 1000 failing lines."`
+	Elapsed  time.Duration `json:"elapsed_ms" doc:"Milliseconds."`
+}
+
+// MarshalJSON writes Elapsed in milliseconds.
+func (r ImportReport) MarshalJSON() ([]byte, error) {
+	type plain ImportReport
+	p := plain(r)
+	p.Elapsed = r.Elapsed / time.Millisecond
+	return json.Marshal(p)
+}
+
+// LineError is a line that could not be imported.
+type LineError struct {
+	Line    int64  `json:"line"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Pointer string `json:"pointer,omitempty"`
+}
+
+const importBatch = 2000
+
+type pendingDoc struct {
+	line int64
+	id   string
+	body []byte
+}
+
+// DocImport reads NDJSON documents from r into a collection (write on the collection),
+// through COPY, in batches of 2000 lines. Each document gets version 1 (op "import"), a
+// feed entry; the import gets one audit entry. All-or-nothing by default: the report then
+// lists the bad lines and nothing is written.
+func (s *Store) DocImport(ctx context.Context, tenant, coll string, r io.Reader, o ImportOptions) (ImportReport, error) {
+	c, err := s.authorized(ctx, tenant, coll, auth.PermWrite)
+	if err != nil {
+		return ImportReport{}, err
+	}
+	start := time.Now()
+	imp := &importer{s: s, c: c, o: o, r: bufio.NewReaderSize(r, 1<<20)}
+	if o.Partial {
+		err = imp.partial(ctx)
+	} else {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return imp.atomic(ctx, tx) })
+		if errors.Is(err, errBadLines) {
+			imp.rep.Imported = 0
+			err = nil
+		}
+	}
+	imp.rep.Elapsed = time.Since(start)
+	if err == nil {
+		s.feed.Kick()
+	}
+	return imp.rep, err
+}
+
+var errBadLines = errors.New("bad lines")
+
+type importer struct {
+	s    *Store
+	c    *collection
+	o    ImportOptions
+	r    *bufio.Reader
+	rep  ImportReport
+	now  time.Time
+	line int64
+	eof  bool
+}
+
+func (imp *importer) fail(line int64, err error) {
+	imp.rep.Failed++
+	if len(imp.rep.Errors) >= 1000 {
+		return
+	}
+	le := LineError{Line: line, Code: "invalid_document", Message: err.Error()}
+	if p, ok := problem.As(err); ok {
+		le.Code, le.Message = p.Code, p.Detail
+		if len(p.Errors) > 0 {
+			le.Pointer = p.Errors[0].Location
+		}
+	}
+	imp.rep.Errors = append(imp.rep.Errors, le)
+}
+
+// next reads up to importBatch documents, reporting bad lines.
+func (imp *importer) next() ([]pendingDoc, error) {
+	var batch []pendingDoc
+	for len(batch) < importBatch && !imp.eof {
+		raw, tooLong, err := imp.readLine()
+		if err != nil {
+			return nil, err
+		}
+		if tooLong {
+			imp.rep.Lines++
+			imp.fail(imp.line, problem.TooLarge("document_too_large", "the line is larger than collection %q allows (%d bytes)", imp.c.name, imp.c.maxBytes))
+			continue
+		}
+		if len(raw) == 0 {
+			continue // blank lines are not documents
+		}
+		imp.rep.Lines++
+		d, err := imp.parse(raw)
+		if err != nil {
+			imp.fail(imp.line, err)
+			continue
+		}
+		batch = append(batch, d)
+	}
+	return batch, nil
+}
+
+// readLine returns the next line, trimmed, never holding more than the collection's size
+// limit (plus room for an envelope) of an overlong one.
+func (imp *importer) readLine() (line []byte, tooLong bool, err error) {
+	limit := imp.c.maxBytes + 64<<10
+	for {
+		chunk, err := imp.r.ReadSlice('\n')
+		if !tooLong {
+			if len(line)+len(chunk) > limit {
+				tooLong, line = true, nil
+			} else {
+				line = append(line, chunk...)
+			}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if errors.Is(err, io.EOF) {
+			imp.eof = true
+		} else if err != nil {
+			return nil, false, fmt.Errorf("reading the import: %w", err)
+		}
+		break
+	}
+	imp.line++
+	return bytes.TrimSpace(line), tooLong, nil
+}
+
+var envelopeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:@~=+-]{0,255}$`)
+
+func (imp *importer) parse(raw []byte) (pendingDoc, error) {
+	d := pendingDoc{line: imp.line, body: raw}
+	if imp.o.Envelopes {
+		var env struct {
+			ID   string          `json:"id"`
+			Data json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(raw, &env); err != nil || len(env.Data) == 0 {
+			return d, problem.Invalid("invalid_envelope", "an export line is {\"id\": …, \"data\": {…}}")
+		}
+		d.id, d.body = env.ID, env.Data
+		if d.id != "" && !envelopeRE.MatchString(d.id) {
+			return d, checkID(d.id)
+		}
+	}
+	if d.id == "" {
+		d.id = uuid.Must(uuid.NewV7()).String()
+	}
+	return d, imp.c.prepare(d.body)
+}
+
+func (imp *importer) copyIn(ctx context.Context, tx pgx.Tx, batch []pendingDoc) error {
+	if imp.now.IsZero() {
+		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&imp.now); err != nil {
+			return err
+		}
+	}
+	actor := audit.ActorFrom(ctx).Name
+	docs := make([][]any, len(batch))
+	versions := make([][]any, len(batch))
+	ids := make([]string, len(batch))
+	for i, d := range batch {
+		docs[i] = []any{imp.c.id, d.id, imp.c.tenant, int64(1), string(d.body), imp.now, imp.now}
+		versions[i] = []any{imp.c.id, d.id, int64(1), "import", imp.now, actor}
+		ids[i] = d.id
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"strata", "documents"},
+		[]string{"collection_id", "id", "tenant_id", "version", "body", "created_at", "updated_at"}, pgx.CopyFromRows(docs)); err != nil {
+		return importErr(err)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"strata", "document_versions"},
+		[]string{"collection_id", "id", "version", "op", "at", "actor"}, pgx.CopyFromRows(versions)); err != nil {
+		return importErr(err)
+	}
+	// One feed entry for the batch: readers see one change per document.
+	return feed.AppendMany(ctx, tx, imp.c.tenant, "doc", imp.c.name, "import", ids, 1)
+}
+
+var dupKeyRE = regexp.MustCompile(`Key \(collection_id, id\)=\([^,]+, (.*)\) already exists`)
+
+func importErr(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		id := ""
+		if m := dupKeyRE.FindStringSubmatch(pe.Detail); m != nil {
+			id = m[1]
+		}
+		return problem.Conflict("document_exists", "a document with id %q already exists (or appears twice in the import)", id)
+	}
+	return err
+}
+
+// atomic imports everything in tx, or nothing when a line is bad.
+func (imp *importer) atomic(ctx context.Context, tx pgx.Tx) error {
+	for !imp.eof {
+		batch, err := imp.next()
+		if err != nil {
+			return err
+		}
+		if imp.rep.Failed == 0 && len(batch) > 0 {
+			if err := imp.copyIn(ctx, tx, batch); err != nil {
+				return err
+			}
+			imp.rep.Imported += int64(len(batch))
+		}
+		if imp.o.Progress != nil {
+			imp.o.Progress(imp.rep.Lines, imp.rep.Imported)
+		}
+	}
+	if imp.rep.Failed > 0 {
+		return errBadLines
+	}
+	return audit.Record(ctx, tx, audit.Entry{Tenant: imp.c.tenant, Action: "doc.import", ResourceType: "collection", ResourceID: imp.c.name,
+		Details: map[string]any{"imported": imp.rep.Imported, "mode": "atomic"}})
+}
+
+// partial commits each batch's good lines; ids that already exist fail their lines.
+func (imp *importer) partial(ctx context.Context) error {
+	for !imp.eof {
+		batch, err := imp.next()
+		if err != nil {
+			return err
+		}
+		if len(batch) > 0 {
+			err := pgx.BeginFunc(ctx, imp.s.pool, func(tx pgx.Tx) error {
+				ids := make([]string, len(batch))
+				for i, d := range batch {
+					ids[i] = d.id
+				}
+				rows, err := tx.Query(ctx, `SELECT id FROM documents WHERE collection_id = $1 AND id = ANY($2)`, imp.c.id, ids)
+				if err != nil {
+					return err
+				}
+				existing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					return err
+				}
+				taken := map[string]bool{}
+				for _, id := range existing {
+					taken[id] = true
+				}
+				var good []pendingDoc
+				for _, d := range batch {
+					if taken[d.id] {
+						imp.fail(d.line, problem.Conflict("document_exists", "a document with id %q already exists (or appears twice in the import)", d.id))
+						continue
+					}
+					taken[d.id] = true
+					good = append(good, d)
+				}
+				if len(good) == 0 {
+					return nil
+				}
+				imp.now = time.Time{}
+				if err := imp.copyIn(ctx, tx, good); err != nil {
+					return err
+				}
+				imp.rep.Imported += int64(len(good))
+				return audit.Record(ctx, tx, audit.Entry{Tenant: imp.c.tenant, Action: "doc.import", ResourceType: "collection", ResourceID: imp.c.name,
+					Details: map[string]any{"imported": len(good), "mode": "partial"}})
+			})
+			if err != nil {
+				return db.Translate(err, "import")
+			}
+		}
+		if imp.o.Progress != nil {
+			imp.o.Progress(imp.rep.Lines, imp.rep.Imported)
+		}
+	}
+	return nil
+}
+
+// ExportOptions choose what to export.
+type ExportOptions struct {
+	// Filter selects documents; "" exports all.
+	Filter string
+	// AsOf, when set, exports the collection as it was at that time.
+	AsOf time.Time
+}
+
+// DocExport writes a collection's documents to w as NDJSON envelopes — {"id", "version",
+// "created_at", "updated_at", "data"}, one per line, by id — streaming, never holding the
+// collection in memory (read on the collection). It returns the number written.
+func (s *Store) DocExport(ctx context.Context, tenant, coll string, w io.Writer, o ExportOptions) (int64, error) {
+	c, err := s.authorized(ctx, tenant, coll, auth.PermRead)
+	if err != nil {
+		return 0, err
+	}
+	expr, err := ParseFilter(o.Filter)
+	if err != nil {
+		return 0, err
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	var n int64
+	write := func(d Document) error {
+		n++
+		return enc.Encode(exportLine{ID: d.ID, Version: d.Version, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, Data: d.Data})
+	}
+	if !o.AsOf.IsZero() {
+		q := Query{Filter: o.Filter, AsOf: o.AsOf, Limit: 1000}
+		for {
+			page, err := s.listAsOf(ctx, c, expr, q)
+			if err != nil {
+				return n, err
+			}
+			for _, d := range page.Items {
+				if err := write(d); err != nil {
+					return n, err
+				}
+			}
+			if page.NextCursor == "" {
+				return n, bw.Flush()
+			}
+			q.Cursor = page.NextCursor
+		}
+	}
+	where, args, err := filter.SQL(expr, target, 1)
+	if err != nil {
+		return 0, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT d.id, d.version, d.created_at, d.updated_at, d.body FROM documents d
+		WHERE d.collection_id = `+sqlLiteral(c.id)+`::uuid AND d.body IS NOT NULL AND `+where+` ORDER BY d.id`, args...)
+	if err != nil {
+		return 0, db.Translate(err, "documents")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d Document
+		if err := rows.Scan(&d.ID, &d.Version, &d.CreatedAt, &d.UpdatedAt, &d.Data); err != nil {
+			return n, err
+		}
+		if err := write(d); err != nil {
+			return n, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return n, db.Translate(err, "documents")
+	}
+	return n, bw.Flush()
+}
+
+type exportLine struct {
+	ID        string          `json:"id"`
+	Version   int64           `json:"version"`
+	CreatedAt time.Time       `json:"created_at"`
+	UpdatedAt time.Time       `json:"updated_at"`
+	Data      json.RawMessage `json:"data"`
+}
