@@ -26,7 +26,6 @@ CREATE TABLE audit_log (
 );
 
 CREATE INDEX audit_log_chain_id ON audit_log (chain, id DESC);
-CREATE INDEX audit_log_chain_at ON audit_log (chain, at DESC);
 CREATE UNIQUE INDEX audit_log_chain_seq ON audit_log (chain, seq) WHERE seq IS NOT NULL;
 CREATE INDEX audit_log_unsealed ON audit_log (id) WHERE hash IS NULL;
 
