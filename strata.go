@@ -16,10 +16,14 @@ import (
 	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/doc"
 	"github.com/stratadb/strata/feed"
+	"github.com/stratadb/strata/graph"
 	"github.com/stratadb/strata/internal/db"
 	"github.com/stratadb/strata/internal/embedpg"
 	"github.com/stratadb/strata/internal/migrate"
+	"github.com/stratadb/strata/kv"
 	"github.com/stratadb/strata/queue"
+	"github.com/stratadb/strata/search"
+	"github.com/stratadb/strata/series"
 )
 
 // version is set at build time with -ldflags "-X github.com/stratadb/strata.version=v1.2.3".
@@ -68,6 +72,13 @@ type Config struct {
 	Auth auth.Config
 	// ChangeRetention is how long the change feed keeps entries. Default 7 days.
 	ChangeRetention time.Duration
+	// Graph bounds traversals: depth, results, time budget.
+	Graph graph.Config
+	// Search tunes search: the exact-scan threshold, vector index snapshots.
+	Search search.Config
+	// Series configures device readings: the embedded MQTT broker, an external broker,
+	// Redis, batching and retention defaults. Its zero value runs no broker.
+	Series series.Config
 	// Logger receives lifecycle and database logs. Nil is quiet.
 	Logger *slog.Logger
 }
@@ -111,14 +122,18 @@ type Strata struct {
 	auth     *auth.Service
 	feed     *feed.Feed
 	docs     *doc.Store
+	graph    *graph.Store
+	search   *search.Store
 	queue    *queue.Client
+	kv       *kv.Store
+	series   *series.Service
 
 	stop context.CancelFunc
 	bg   sync.WaitGroup
 }
 
 // schema lists every module's migrations; migrate.Plan orders them by dependency.
-var schema = []*migrate.Module{audit.Schema, auth.Schema, feed.Schema, doc.Schema, queue.Schema}
+var schema = []*migrate.Module{audit.Schema, auth.Schema, feed.Schema, doc.Schema, graph.Schema, search.Schema, queue.Schema, kv.Schema, series.Schema}
 
 // Open starts or connects to the database, applies pending migrations (under an advisory
 // lock, so several nodes may open at once) and returns the platform. Close releases it.
@@ -194,16 +209,44 @@ func (s *Strata) startModules(ctx context.Context) error {
 	s.bg.Go(func() { s.feed.Run(bg) })
 	s.docs = doc.New(s.pool, s.auth, s.feed, s.listener, doc.Config{Logger: log})
 	s.bg.Go(func() { s.docs.Run(bg) })
+	graphCfg := s.cfg.Graph
+	graphCfg.Logger = cmp.Or(graphCfg.Logger, log)
+	s.graph = graph.New(s.pool, s.auth, s.docs, s.feed, s.listener, graphCfg)
+	searchCfg := s.cfg.Search
+	searchCfg.Logger = cmp.Or(searchCfg.Logger, log)
+	s.search = search.New(s.pool, s.auth, s.docs, s.feed, s.listener, searchCfg)
+	s.bg.Go(func() { s.search.Run(bg) })
 	s.queue = queue.New(s.pool, s.auth, s.listener, queue.Config{Logger: log})
 	s.bg.Go(func() { s.queue.Run(bg) })
+	s.kv = kv.New(s.pool, s.auth, s.feed, kv.Config{Logger: log})
+	s.bg.Go(func() { s.kv.Run(bg) })
+	seriesCfg := s.cfg.Series
+	seriesCfg.Logger = cmp.Or(seriesCfg.Logger, log)
+	s.series = series.New(s.pool, s.auth, s.listener, seriesCfg)
+	if err := s.series.Start(ctx); err != nil {
+		return err
+	}
+	s.bg.Go(func() { s.series.Run(bg) })
 	return nil
 }
 
 // Docs returns the document store. Nil when opened with SkipMigrations.
 func (s *Strata) Docs() *doc.Store { return s.docs }
 
+// Search returns search. Nil when opened with SkipMigrations.
+func (s *Strata) Search() *search.Store { return s.search }
+
+// Graph returns the graph of documents. Nil when opened with SkipMigrations.
+func (s *Strata) Graph() *graph.Store { return s.graph }
+
 // Queue returns the job queue. Nil when opened with SkipMigrations.
 func (s *Strata) Queue() *queue.Client { return s.queue }
+
+// KV returns the key-value store. Nil when opened with SkipMigrations.
+func (s *Strata) KV() *kv.Store { return s.kv }
+
+// Series returns the device readings module. Nil when opened with SkipMigrations.
+func (s *Strata) Series() *series.Service { return s.series }
 
 // Feed returns the change feed. Nil when opened with SkipMigrations.
 func (s *Strata) Feed() *feed.Feed { return s.feed }

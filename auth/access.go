@@ -120,6 +120,11 @@ func (a *Access) Can(resource string, perm Permission) bool {
 	return a.granted(resource) >= perm
 }
 
+// CanAll reports whether the access allows perm on every resource of a type (such as
+// "collection"), whatever its name: by role, or by a "type:*" or "*" grant. (Grants only
+// add rights, so nothing can take one resource of the type away.)
+func (a *Access) CanAll(typ string, perm Permission) bool { return a.Can(typ+":*", perm) }
+
 // granted is the strongest grant covering resource: exact, "type:*", or (for data
 // resources) "*".
 func (a *Access) granted(resource string) Permission {

@@ -2,11 +2,9 @@ package doc
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"regexp"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"github.com/stratadb/strata/feed"
 	"github.com/stratadb/strata/filter"
 	"github.com/stratadb/strata/internal/db"
+	"github.com/stratadb/strata/internal/ndjson"
 	"github.com/stratadb/strata/problem"
 )
 
@@ -35,29 +34,10 @@ type ImportOptions struct {
 }
 
 // ImportReport says what an import did.
-type ImportReport struct {
-	Lines    int64         `json:"lines"`
-	Imported int64         `json:"imported"`
-	Failed   int64         `json:"failed"`
-	Errors   []LineError   `json:"errors,omitempty" doc:"The first 1000 failing lines."`
-	Elapsed  time.Duration `json:"elapsed_ms" doc:"Milliseconds."`
-}
-
-// MarshalJSON writes Elapsed in milliseconds.
-func (r ImportReport) MarshalJSON() ([]byte, error) {
-	type plain ImportReport
-	p := plain(r)
-	p.Elapsed = r.Elapsed / time.Millisecond
-	return json.Marshal(p)
-}
+type ImportReport = ndjson.Report
 
 // LineError is a line that could not be imported.
-type LineError struct {
-	Line    int64  `json:"line"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Pointer string `json:"pointer,omitempty"`
-}
+type LineError = ndjson.LineError
 
 const importBatch = 2000
 
@@ -77,7 +57,7 @@ func (s *Store) DocImport(ctx context.Context, tenant, coll string, r io.Reader,
 		return ImportReport{}, err
 	}
 	start := time.Now()
-	imp := &importer{s: s, c: c, o: o, r: bufio.NewReaderSize(r, 1<<20)}
+	imp := &importer{s: s, c: c, o: o, r: ndjson.NewReader(r, c.maxBytes+64<<10)}
 	if o.Partial {
 		err = imp.partial(ctx)
 	} else {
@@ -97,89 +77,27 @@ func (s *Store) DocImport(ctx context.Context, tenant, coll string, r io.Reader,
 var errBadLines = errors.New("bad lines")
 
 type importer struct {
-	s    *Store
-	c    *collection
-	o    ImportOptions
-	r    *bufio.Reader
-	rep  ImportReport
-	now  time.Time
-	line int64
-	eof  bool
-}
-
-func (imp *importer) fail(line int64, err error) {
-	imp.rep.Failed++
-	if len(imp.rep.Errors) >= 1000 {
-		return
-	}
-	le := LineError{Line: line, Code: "invalid_document", Message: err.Error()}
-	if p, ok := problem.As(err); ok {
-		le.Code, le.Message = p.Code, p.Detail
-		if len(p.Errors) > 0 {
-			le.Pointer = p.Errors[0].Location
-		}
-	}
-	imp.rep.Errors = append(imp.rep.Errors, le)
+	s   *Store
+	c   *collection
+	o   ImportOptions
+	r   *ndjson.Reader // lines of at most the size limit, plus room for an envelope
+	rep ImportReport
+	now time.Time
 }
 
 // next reads up to importBatch documents, reporting bad lines.
 func (imp *importer) next() ([]pendingDoc, error) {
-	var batch []pendingDoc
-	for len(batch) < importBatch && !imp.eof {
-		raw, tooLong, err := imp.readLine()
-		if err != nil {
-			return nil, err
-		}
-		if tooLong {
-			imp.rep.Lines++
-			imp.fail(imp.line, problem.TooLarge("document_too_large", "the line is larger than collection %q allows (%d bytes)", imp.c.name, imp.c.maxBytes))
-			continue
-		}
-		if len(raw) == 0 {
-			continue // blank lines are not documents
-		}
-		imp.rep.Lines++
-		d, err := imp.parse(raw)
-		if err != nil {
-			imp.fail(imp.line, err)
-			continue
-		}
-		batch = append(batch, d)
-	}
-	return batch, nil
-}
-
-// readLine returns the next line, trimmed, never holding more than the collection's size
-// limit (plus room for an envelope) of an overlong one.
-func (imp *importer) readLine() (line []byte, tooLong bool, err error) {
-	limit := imp.c.maxBytes + 64<<10
-	for {
-		chunk, err := imp.r.ReadSlice('\n')
-		if !tooLong {
-			if len(line)+len(chunk) > limit {
-				tooLong, line = true, nil
-			} else {
-				line = append(line, chunk...)
-			}
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if errors.Is(err, io.EOF) {
-			imp.eof = true
-		} else if err != nil {
-			return nil, false, fmt.Errorf("reading the import: %w", err)
-		}
-		break
-	}
-	imp.line++
-	return bytes.TrimSpace(line), tooLong, nil
+	b := ndjson.Batcher[pendingDoc]{R: imp.r, Report: &imp.rep, Code: "invalid_document", Parse: imp.parse,
+		TooLong: func() error {
+			return problem.TooLarge("document_too_large", "the line is larger than collection %q allows (%d bytes)", imp.c.name, imp.c.maxBytes)
+		}}
+	return b.Next(importBatch)
 }
 
 var envelopeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:@~=+-]{0,255}$`)
 
 func (imp *importer) parse(raw []byte) (pendingDoc, error) {
-	d := pendingDoc{line: imp.line, body: raw}
+	d := pendingDoc{line: imp.r.Line, body: raw}
 	if imp.o.Envelopes {
 		var env struct {
 			ID   string          `json:"id"`
@@ -222,6 +140,14 @@ func (imp *importer) copyIn(ctx context.Context, tx pgx.Tx, batch []pendingDoc) 
 		[]string{"collection_id", "id", "version", "op", "at", "actor"}, pgx.CopyFromRows(versions)); err != nil {
 		return importErr(err)
 	}
+	bodies := make([][]byte, len(batch))
+	for i, d := range batch {
+		bodies[i] = d.body
+	}
+	if err := imp.s.runWriteHooks(ctx, tx, Written{Tenant: imp.c.tenant, CollectionID: imp.c.id, Collection: imp.c.name,
+		IDs: ids, Bodies: bodies, Version: 1}); err != nil {
+		return err
+	}
 	// One feed entry for the batch: readers see one change per document.
 	return feed.AppendMany(ctx, tx, imp.c.tenant, "doc", imp.c.name, "import", ids, 1)
 }
@@ -242,7 +168,7 @@ func importErr(err error) error {
 
 // atomic imports everything in tx, or nothing when a line is bad.
 func (imp *importer) atomic(ctx context.Context, tx pgx.Tx) error {
-	for !imp.eof {
+	for !imp.r.EOF {
 		batch, err := imp.next()
 		if err != nil {
 			return err
@@ -266,7 +192,7 @@ func (imp *importer) atomic(ctx context.Context, tx pgx.Tx) error {
 
 // partial commits each batch's good lines; ids that already exist fail their lines.
 func (imp *importer) partial(ctx context.Context) error {
-	for !imp.eof {
+	for !imp.r.EOF {
 		batch, err := imp.next()
 		if err != nil {
 			return err
@@ -292,7 +218,7 @@ func (imp *importer) partial(ctx context.Context) error {
 				var good []pendingDoc
 				for _, d := range batch {
 					if taken[d.id] {
-						imp.fail(d.line, problem.Conflict("document_exists", "a document with id %q already exists (or appears twice in the import)", d.id))
+						imp.rep.Fail(d.line, "invalid_document", problem.Conflict("document_exists", "a document with id %q already exists (or appears twice in the import)", d.id))
 						continue
 					}
 					taken[d.id] = true
@@ -365,7 +291,7 @@ func (s *Store) DocExport(ctx context.Context, tenant, coll string, w io.Writer,
 			q.Cursor = page.NextCursor
 		}
 	}
-	where, args, err := filter.SQL(expr, target, 1)
+	where, args, err := filter.SQL(expr, FilterTarget, 1)
 	if err != nil {
 		return 0, err
 	}

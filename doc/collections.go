@@ -517,6 +517,9 @@ func (s *Store) CollectionDelete(ctx context.Context, tenant, name string) error
 			ON CONFLICT DO NOTHING`, c.id); err != nil {
 			return err
 		}
+		if err := s.runDeleteHooks(ctx, tx, Deletion{Tenant: tenant, CollectionID: c.id, Collection: name}); err != nil {
+			return err
+		}
 		for _, q := range []string{`DELETE FROM documents WHERE collection_id = $1`, `DELETE FROM document_versions WHERE collection_id = $1`} {
 			if _, err := tx.Exec(ctx, q, c.id); err != nil {
 				return err
@@ -545,3 +548,29 @@ func (s *Store) CollectionDelete(ctx context.Context, tenant, name string) error
 // sqlLiteral quotes a string as a SQL literal (for the uuids of collections, which
 // partial indexes and their queries must spell identically).
 func sqlLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// CollectionID returns the id of a tenant's collection after authorizing perm on it, for
+// modules that refer to documents (the graph).
+func (s *Store) CollectionID(ctx context.Context, tenant, name string, perm auth.Permission) (string, error) {
+	c, err := s.authorized(ctx, tenant, name, perm)
+	if err != nil {
+		return "", err
+	}
+	return c.id, nil
+}
+
+// CollectionNames maps the ids of a tenant's collections to their names. It does not
+// authorize: callers decide what the principal may see.
+func (s *Store) CollectionNames(ctx context.Context, tenant string) (map[string]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, name FROM collections WHERE tenant_id = $1`, tenant)
+	if err != nil {
+		return nil, db.Translate(err, "collections")
+	}
+	names := map[string]string{}
+	var id, name string
+	_, err = pgx.ForEachRow(rows, []any{&id, &name}, func() error {
+		names[id] = name
+		return nil
+	})
+	return names, db.Translate(err, "collections")
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/feed"
 	"github.com/stratadb/strata/internal/db"
@@ -59,6 +60,68 @@ func init() {
 	})
 }
 
+// Execer runs a statement: a transaction, or a batch being assembled.
+type Execer = audit.Execer
+
+// Deletion tells a DeleteHook which documents are going.
+type Deletion struct {
+	Tenant       string
+	CollectionID string
+	Collection   string
+	// IDs are the deleted documents (now tombstones, their history kept); nil means the
+	// whole collection, which goes with every document's history.
+	IDs []string
+}
+
+// DeleteHook runs in the transaction that deletes documents, so that what refers to them
+// (a graph's edges, a search index) goes in the same commit. A document's deletion queues
+// the hook's statements into the batch that writes the tombstone: a hook may only Exec.
+type DeleteHook func(ctx context.Context, q Execer, d Deletion) error
+
+// Written tells a WriteHook which documents were written, with their new bodies.
+type Written struct {
+	Tenant       string
+	CollectionID string
+	Collection   string
+	// IDs and Bodies are the written documents (one, or an import's batch).
+	IDs    []string
+	Bodies [][]byte
+	// Version is the documents' new version.
+	Version int64
+}
+
+// WriteHook runs in the transaction of every write that leaves a document with a body —
+// create, replace, patch, restore, revert, import — so that what is derived from documents
+// (a search index) commits with them. Like a DeleteHook it may only Exec: its statements
+// are queued after the document's, and see it written. An error fails the write.
+type WriteHook func(ctx context.Context, q Execer, w Written) error
+
+// OnDelete registers h for every document or collection deletion through this store.
+// Register hooks before serving.
+func (s *Store) OnDelete(h DeleteHook) { s.deleteHooks = append(s.deleteHooks, h) }
+
+// OnWrite registers h for every document write through this store. Register hooks before
+// serving.
+func (s *Store) OnWrite(h WriteHook) { s.writeHooks = append(s.writeHooks, h) }
+
+func (s *Store) runWriteHooks(ctx context.Context, q Execer, w Written) error {
+	for _, h := range s.writeHooks {
+		if err := h(ctx, q, w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) runDeleteHooks(ctx context.Context, q Execer, d Deletion) error {
+	for _, h := range s.deleteHooks {
+		if err := h(ctx, q, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Config tunes the store. Zero values mean the defaults.
 type Config struct {
 	// DefaultMaxDocBytes is a new collection's document size limit. Default 1 MiB.
@@ -81,6 +144,9 @@ type Store struct {
 	mu    sync.Mutex
 	colls map[string]*collection // tenant|name → cached collection
 	wake  chan struct{}          // index builder
+
+	writeHooks  []WriteHook
+	deleteHooks []DeleteHook
 }
 
 // New returns the store. listener carries collection-cache invalidations between nodes.

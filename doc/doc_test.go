@@ -45,14 +45,7 @@ func (e *env) collection(t testing.TB, in doc.CollectionInput) {
 	}
 }
 
-func wantProblem(t *testing.T, err error, status int, code string) *problem.Error {
-	t.Helper()
-	p, ok := problem.As(err)
-	if !ok || p.Status != status || p.Code != code {
-		t.Fatalf("err = %v, want %d %s", err, status, code)
-	}
-	return p
-}
+var wantProblem = testworld.WantProblem
 
 func TestDocumentLifecycle(t *testing.T) {
 	t.Parallel()

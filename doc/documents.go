@@ -15,6 +15,7 @@ import (
 	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/feed"
 	"github.com/stratadb/strata/internal/db"
+	"github.com/stratadb/strata/internal/history"
 	"github.com/stratadb/strata/internal/idem"
 	"github.com/stratadb/strata/internal/jsonx"
 	"github.com/stratadb/strata/problem"
@@ -149,6 +150,10 @@ func (s *Store) create(ctx context.Context, q queryer, c *collection, in DocInpu
 		VALUES ($1, $2, $3, 1, $4, now(), now()) RETURNING created_at`, c.id, in.ID, c.tenant, string(in.Data))
 	b.Queue(`INSERT INTO document_versions (collection_id, id, version, op, at, actor) VALUES ($1, $2, 1, 'create', now(), $3)`,
 		c.id, in.ID, audit.ActorFrom(ctx).Name)
+	if err := s.runWriteHooks(ctx, batchExec{b}, Written{Tenant: c.tenant, CollectionID: c.id, Collection: c.name,
+		IDs: []string{in.ID}, Bodies: [][]byte{in.Data}, Version: 1}); err != nil {
+		return Document{}, err
+	}
 	_ = feed.Append(ctx, batchExec{b}, feed.Entry{Tenant: c.tenant, Kind: "doc", Scope: c.name, Key: in.ID, Op: "create", Version: 1})
 	_ = audit.Record(ctx, batchExec{b}, audit.Entry{Tenant: c.tenant, Action: "doc.create", ResourceType: "collection", ResourceID: c.name,
 		Details: map[string]any{"id": in.ID}})
@@ -349,7 +354,7 @@ func (s *Store) write(ctx context.Context, tx pgx.Tx, c *collection, id, op stri
 	if op == "delete" {
 		body = nil
 	}
-	snapshot, delta, err := s.history(cur, body)
+	snapshot, delta, err := history.Keep(cur.version, cur.body, body, s.cfg.SnapshotEvery)
 	if err != nil {
 		return Document{}, err
 	}
@@ -365,6 +370,15 @@ func (s *Store) write(ctx context.Context, tx pgx.Tx, c *collection, id, op stri
 		c.id, id, cur.version, snapshot, delta)
 	b.Queue(`INSERT INTO document_versions (collection_id, id, version, op, at, actor) VALUES ($1, $2, $3, $4, now(), $5)`,
 		c.id, id, version, op, audit.ActorFrom(ctx).Name)
+	if body == nil {
+		err = s.runDeleteHooks(ctx, batchExec{b}, Deletion{Tenant: c.tenant, CollectionID: c.id, Collection: c.name, IDs: []string{id}})
+	} else {
+		err = s.runWriteHooks(ctx, batchExec{b}, Written{Tenant: c.tenant, CollectionID: c.id, Collection: c.name,
+			IDs: []string{id}, Bodies: [][]byte{body}, Version: version})
+	}
+	if err != nil {
+		return Document{}, err
+	}
 	_ = feed.Append(ctx, batchExec{b}, feed.Entry{Tenant: c.tenant, Kind: "doc", Scope: c.name, Key: id, Op: op, Version: version})
 	_ = audit.Record(ctx, batchExec{b}, audit.Entry{Tenant: c.tenant, Action: "doc." + op, ResourceType: "collection", ResourceID: c.name,
 		Details: map[string]any{"id": id, "version": version}})
@@ -375,26 +389,6 @@ func (s *Store) write(ctx context.Context, tx pgx.Tx, c *collection, id, op stri
 		err = cerr
 	}
 	return d, err
-}
-
-// history returns what the superseded version keeps: nothing for a tombstone (its row says
-// delete), a snapshot for the first version, every SnapshotEvery-th, before a deletion, or
-// when a delta would be more than half the body; a reverse delta otherwise.
-func (s *Store) history(cur *current, next []byte) (snapshot, delta any, err error) {
-	if cur.body == nil {
-		return nil, nil, nil
-	}
-	if next == nil || cur.version == 1 || cur.version%int64(s.cfg.SnapshotEvery) == 0 {
-		return string(cur.body), nil, nil
-	}
-	d, err := jsonx.Diff(next, cur.body)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(d) > len(cur.body)/2 {
-		return string(cur.body), nil, nil
-	}
-	return nil, string(d), nil
 }
 
 // etag is the ETag of a version: the version number, quoted.

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/internal/db"
+	"github.com/stratadb/strata/internal/history"
 	"github.com/stratadb/strata/internal/jsonx"
 	"github.com/stratadb/strata/problem"
 )
@@ -128,34 +129,17 @@ func (s *Store) reconstruct(ctx context.Context, q rowQuerier, c *collection, id
 	if target.Op == "delete" {
 		return nil, target.Version, nil
 	}
-	// Walk up to the first row that holds a body.
-	top := -1
+	hs := make([]history.Step, len(steps))
 	for i, st := range steps {
-		if st.snapshot != nil {
-			top = i
-			break
-		}
-		if st.delta == nil { // the current version: its body is in documents
-			top = i
-			break
-		}
+		hs[i] = history.Step{Snapshot: st.snapshot, Delta: st.delta}
 	}
-	var body []byte
-	switch {
-	case top < 0:
-		return nil, Version{}, errors.New("history chain is longer than the snapshot interval")
-	case steps[top].snapshot != nil:
-		body = steps[top].snapshot
-	default:
+	body, err := history.Rebuild(hs, func() ([]byte, error) {
+		var body []byte
 		err := q.QueryRow(ctx, `SELECT body FROM documents WHERE collection_id = $1 AND id = $2`, c.id, id).Scan(&body)
-		if err != nil {
-			return nil, Version{}, db.Translate(err, "document")
-		}
-	}
-	for i := top - 1; i >= 0; i-- {
-		if body, err = jsonx.Apply(body, steps[i].delta); err != nil {
-			return nil, Version{}, err
-		}
+		return body, db.Translate(err, "document")
+	})
+	if err != nil {
+		return nil, Version{}, err
 	}
 	return body, target.Version, nil
 }

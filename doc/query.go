@@ -76,16 +76,19 @@ func decodeCursor(s, query string) (cursor, error) {
 	return c, nil
 }
 
-// target is how filters address documents in queries.
-var target = filter.Target{Body: "d.body", Meta: map[string]string{"id": "d.id", "version": "d.version",
+// FilterTarget is how filters address documents in SQL: the documents table as "d".
+var FilterTarget = filter.Target{Body: "d.body", Meta: map[string]string{"id": "d.id", "version": "d.version",
 	"created_at": "d.created_at", "updated_at": "d.updated_at"}}
 
 // ParseFilter parses a filter, answering 400 invalid_filter with the position.
-func ParseFilter(src string) (filter.Expr, error) {
+func ParseFilter(src string) (filter.Expr, error) { return ParseFilterField(src, "query.filter") }
+
+// ParseFilterField is ParseFilter for a filter given in another field.
+func ParseFilterField(src, field string) (filter.Expr, error) {
 	e, err := filter.Parse(src)
 	if err != nil {
 		var fe *filter.Error
-		p := problem.Invalid("invalid_filter", "%v", err).WithField("query.filter", err.Error())
+		p := problem.Invalid("invalid_filter", "%v", err).WithField(field, err.Error())
 		if errors.As(err, &fe) {
 			p = p.WithExtension("position", fe.Pos)
 		}
@@ -139,7 +142,7 @@ func (s *Store) DocList(ctx context.Context, tenant, coll string, q Query) (Page
 	if err != nil {
 		return Page{}, err
 	}
-	proj, err := parseFields(q.Fields)
+	proj, err := ParseFields(q.Fields)
 	if err != nil {
 		return Page{}, err
 	}
@@ -153,7 +156,7 @@ func (s *Store) DocList(ctx context.Context, tenant, coll string, q Query) (Page
 		return Page{}, err
 	}
 	for i := range page.Items {
-		if page.Items[i].Data, err = project(page.Items[i].Data, proj); err != nil {
+		if page.Items[i].Data, err = Project(page.Items[i].Data, proj); err != nil {
 			return Page{}, err
 		}
 	}
@@ -170,7 +173,7 @@ func (s *Store) listCurrent(ctx context.Context, c *collection, expr filter.Expr
 	if err != nil {
 		return Page{}, err
 	}
-	where, args, err := filter.SQL(expr, target, 1)
+	where, args, err := filter.SQL(expr, FilterTarget, 1)
 	if err != nil {
 		return Page{}, problem.Invalid("invalid_filter", "%v", err)
 	}
@@ -367,7 +370,7 @@ func (s *Store) DocCount(ctx context.Context, tenant, coll, filterSrc string, li
 	if err != nil {
 		return 0, false, err
 	}
-	where, args, err := filter.SQL(expr, target, 1)
+	where, args, err := filter.SQL(expr, FilterTarget, 1)
 	if err != nil {
 		return 0, false, err
 	}
@@ -383,8 +386,8 @@ func (s *Store) DocCount(ctx context.Context, tenant, coll, filterSrc string, li
 	return count, false, nil
 }
 
-// parseFields parses projection paths (object keys only).
-func parseFields(fields []string) ([]filter.Path, error) {
+// ParseFields parses projection paths (object keys only), answering 400 invalid_fields.
+func ParseFields(fields []string) ([]filter.Path, error) {
 	var out []filter.Path
 	for _, f := range fields {
 		if f = strings.TrimSpace(f); f == "" {
@@ -407,8 +410,8 @@ func parseFields(fields []string) ([]filter.Path, error) {
 	return out, nil
 }
 
-// project keeps only the given paths of data (missing ones are left out).
-func project(data json.RawMessage, paths []filter.Path) (json.RawMessage, error) {
+// Project keeps only the given paths of data (missing ones are left out).
+func Project(data json.RawMessage, paths []filter.Path) (json.RawMessage, error) {
 	if len(paths) == 0 || data == nil {
 		return data, nil
 	}

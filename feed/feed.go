@@ -82,6 +82,8 @@ type Change struct {
 	Op       string    `json:"op" example:"update"`
 	Version  *int64    `json:"version,omitempty"`
 	Actor    string    `json:"actor,omitempty"`
+	// Tenant is the change's tenant (set by ReadAll; the tenant's own feed does not repeat it).
+	Tenant string `json:"-"`
 }
 
 // Position is a place in the feed: a sequenced entry's number, and — inside a bulk entry
@@ -171,6 +173,12 @@ func AppendMany(ctx context.Context, q Execer, tenant, kind, scope, op string, k
 		tenant, kind, scope, keys, op, v, audit.ActorFrom(ctx).Name)
 	return err
 }
+
+// InsertManySQL begins an INSERT … SELECT that records bulk entries, for a write that
+// learns its keys in SQL (a cascade) and records them in the same statement. The SELECT
+// yields (tenant_id uuid, kind text, scope text, keys text[], op text, version bigint,
+// actor text) rows; the writer must call Kick after committing, as with AppendMany.
+const InsertManySQL = `INSERT INTO changes (tenant_id, kind, scope, keys, op, version, actor) `
 
 // channel carries the last sequenced position to every node.
 const channel = "strata_changes"
@@ -330,6 +338,16 @@ func (f *Feed) Prune(ctx context.Context) (int64, error) {
 // is nothing new). A position older than the feed keeps answers 410 position_expired; one
 // beyond the newest answers 400 invalid_position.
 func (f *Feed) Read(ctx context.Context, tenant string, after Position, limit int) ([]Change, Position, error) {
+	return f.read(ctx, &tenant, after, limit)
+}
+
+// ReadAll is Read across every tenant, for the platform's own consumers (such as the
+// search indexes of every node); each change carries its Tenant. It checks no permission.
+func (f *Feed) ReadAll(ctx context.Context, after Position, limit int) ([]Change, Position, error) {
+	return f.read(ctx, nil, after, limit)
+}
+
+func (f *Feed) read(ctx context.Context, tenant *string, after Position, limit int) ([]Change, Position, error) {
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
 	}
@@ -351,8 +369,16 @@ func (f *Feed) Read(ctx context.Context, tenant string, after Position, limit in
 	if after.Sub >= 0 {
 		cmp = ">=" // the bulk entry that was partly read comes back, minus its read keys
 	}
-	rows, err := f.pool.Query(ctx, `SELECT position, at, kind, scope, key, keys, op, version, actor FROM changes
-		WHERE tenant_id = $1 AND position `+cmp+` $2 ORDER BY position LIMIT $3`, tenant, after.Pos, limit)
+	// Two statements, not one with "$1 IS NULL OR …": a cached plan must use the tenant's index.
+	sql := `SELECT tenant_id, position, at, kind, scope, key, keys, op, version, actor FROM changes
+		WHERE tenant_id = $1 AND position ` + cmp + ` $2 ORDER BY position LIMIT $3`
+	args := []any{tenant, after.Pos, limit}
+	if tenant == nil {
+		sql = `SELECT tenant_id, position, at, kind, scope, key, keys, op, version, actor FROM changes
+			WHERE position ` + cmp + ` $1 ORDER BY position LIMIT $2`
+		args = args[1:]
+	}
+	rows, err := f.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, after, db.Translate(err, "change feed")
 	}
@@ -363,7 +389,7 @@ func (f *Feed) Read(ctx context.Context, tenant string, after Position, limit in
 		var pos int64
 		var keys []string
 		c := Change{}
-		if err := rows.Scan(&pos, &c.At, &c.Kind, &c.Scope, &c.Key, &keys, &c.Op, &c.Version, &c.Actor); err != nil {
+		if err := rows.Scan(&c.Tenant, &pos, &c.At, &c.Kind, &c.Scope, &c.Key, &keys, &c.Op, &c.Version, &c.Actor); err != nil {
 			return nil, after, db.Translate(err, "change feed")
 		}
 		if keys == nil {

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"math/big"
 	"strconv"
@@ -124,7 +125,7 @@ func compareMeta(e Compare, m Meta) bool {
 		return holds(e.Op, strings.Compare(m.ID, s))
 	case "version":
 		n, _ := strconv.ParseInt(strings.TrimSpace(string(e.Value)), 10, 64)
-		return holds(e.Op, cmpInt(m.Version, n))
+		return holds(e.Op, cmp.Compare(m.Version, n))
 	default:
 		s, _ := want.(string)
 		t, err := time.Parse(time.RFC3339Nano, s)
@@ -137,16 +138,6 @@ func compareMeta(e Compare, m Meta) bool {
 		}
 		return holds(e.Op, at.Compare(t))
 	}
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // lookup follows path like jsonb's #>: an index step reads an object's key of that

@@ -317,3 +317,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParsePath(t *testing.T) {
+	for src, want := range map[string]string{"a": "a", "a.b[2]": "a.b[2]", "`odd key`.x": "`odd key`.x", "$": "$", "@version": "@version"} {
+		p, err := filter.ParsePath(src)
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		if p.String() != want {
+			t.Errorf("%q parsed as %q", src, p.String())
+		}
+	}
+	for _, bad := range []string{"", "a b", "a = 1", "a.", "[1", "@nope"} {
+		if _, err := filter.ParsePath(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}

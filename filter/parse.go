@@ -172,6 +172,26 @@ func Parse(src string) (Expr, error) {
 	return e, nil
 }
 
+// ParsePath parses a path on its own, such as "owner.team" or "tags[0]".
+func ParsePath(src string) (Path, error) {
+	if len(src) > MaxLength {
+		return Path{}, &Error{Pos: MaxLength, Msg: fmt.Sprintf("the path is longer than %d bytes", MaxLength)}
+	}
+	if !utf8.ValidString(src) {
+		return Path{}, &Error{Pos: 0, Msg: "the path is not valid UTF-8"}
+	}
+	p := &parser{src: src}
+	p.next()
+	path, err := p.path()
+	if err != nil {
+		return Path{}, err
+	}
+	if p.tok.kind != tEOF {
+		return Path{}, p.errf("unexpected %s after a path", p.tok.describe())
+	}
+	return path, nil
+}
+
 type tokKind int
 
 const (

@@ -65,8 +65,8 @@ type Worker struct {
 	bg      sync.WaitGroup
 	done    chan settlement
 	quit    chan struct{} // completers drain what is left and stop
-	started atomic.Bool // Start was called
-	running atomic.Bool // Start succeeded
+	started atomic.Bool   // Start was called
+	running atomic.Bool   // Start succeeded
 	stopped atomic.Bool
 
 	mu       sync.Mutex

@@ -65,7 +65,7 @@ func main() {
 	}
 	defer cleanup()
 	sys := auth.System(ctx)
-	tenant := newTenant(ctx, s)
+	tenant := newTenant(ctx, s, "bench")
 	fmt.Printf("# Documents (GOMAXPROCS=%d, %s)\n\n", runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.DateOnly))
 
 	create(ctx, s, sys, tenant)
@@ -75,16 +75,12 @@ func main() {
 	filteredList(ctx, s, sys, tenant)
 }
 
-func newTenant(ctx context.Context, s *strata.Strata) string {
-	admin, err := s.Auth().UserByName(ctx, "admin")
+func newTenant(ctx context.Context, s *strata.Strata, name string) string {
+	t, err := harness.Tenant(ctx, s, name)
 	if err != nil {
-		fatal(err)
+		log.Fatal(err)
 	}
-	t, err := s.Auth().TenantCreate(auth.WithPrincipal(ctx, &auth.Principal{UserID: admin.ID, Username: "admin", PlatformAdmin: true}), "bench")
-	if err != nil {
-		fatal(err)
-	}
-	return t.ID
+	return t
 }
 
 func body(i int) string {
@@ -254,7 +250,7 @@ func pgbench(ctx context.Context, s *strata.Strata, collID string) (float64, err
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+cfg.Password)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("%v: %s", err, out)
+		return 0, fmt.Errorf("%w: %s", err, out)
 	}
 	m := tpsRE.FindSubmatch(out)
 	if m == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/stratadb/strata"
 	"github.com/stratadb/strata/auth"
+	"github.com/stratadb/strata/graph"
 	"golang.org/x/term"
 )
 
@@ -170,6 +171,14 @@ func (e *env) strataConfig() (strata.Config, error) {
 	if err != nil {
 		return strata.Config{}, err
 	}
+	seriesCfg, err := e.seriesConfig()
+	if err != nil {
+		return strata.Config{}, err
+	}
+	graphCfg, err := e.graphConfig()
+	if err != nil {
+		return strata.Config{}, err
+	}
 	return strata.Config{
 		DatabaseURL:  e.vals.str("database-url"),
 		DataDir:      e.vals.str("data-dir"),
@@ -183,8 +192,27 @@ func (e *env) strataConfig() (strata.Config, error) {
 		AdminPassword:  e.vals.str("admin-password"),
 		OnAdminCreated: e.printAdmin,
 		Auth:           auth.Config{AccessTTL: accessTTL, RefreshTTL: refreshTTL},
+		Series:         seriesCfg,
+		Graph:          graphCfg,
 		Logger:         e.log,
 	}, nil
+}
+
+// graphConfig builds the graph's bounds from the settings.
+func (e *env) graphConfig() (graph.Config, error) {
+	depth, err := e.vals.positiveInt("graph-max-depth")
+	if err != nil {
+		return graph.Config{}, err
+	}
+	results, err := e.vals.positiveInt("graph-max-results")
+	if err != nil {
+		return graph.Config{}, err
+	}
+	budget, err := e.vals.duration("graph-time-budget")
+	if err != nil || budget == 0 {
+		return graph.Config{}, settingError("graph-time-budget", "%q is not a positive duration such as 10s", e.vals.str("graph-time-budget"))
+	}
+	return graph.Config{MaxDepth: depth, MaxResults: results, TimeBudget: budget}, nil
 }
 
 // printAdmin shows the first administrator's generated password, once, on stderr (not in

@@ -426,4 +426,25 @@ func TestImportExportCommands(t *testing.T) {
 	if code != 0 || strings.Count(string(b), "\n") != 2 || !strings.Contains(errOut, "exported 2") {
 		t.Fatalf("export: %d %q %q", code, b, errOut)
 	}
+
+	// Edges between the imported documents: all or nothing.
+	var ids []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var env struct{ ID string }
+		_ = json.Unmarshal([]byte(line), &env)
+		ids = append(ids, env.ID)
+	}
+	edges := filepath.Join(dir, "edges.ndjson")
+	_ = os.WriteFile(edges, []byte(fmt.Sprintf(`{"type": "next", "from": "c/%s", "to": "c/%s"}`+"\n", ids[0], ids[1])+
+		`{"type": "next", "from": "c/nope", "to": "c/`+ids[0]+`"}`+"\n"), 0o600)
+	edgeArgs := []string{"--tenant", ten.ID, "--edges", "--log-level", "error"}
+	code, out, errOut = strata(ctx, env, append([]string{"import", edges}, edgeArgs...)...)
+	if code != 1 || !strings.Contains(out, "line 2: document_not_found") || !strings.Contains(errOut, "nothing was imported") {
+		t.Fatalf("edge import with a bad line: %d %q %q", code, out, errOut)
+	}
+	_ = os.WriteFile(edges, []byte(fmt.Sprintf(`{"type": "next", "from": "c/%s", "to": "c/%s"}`+"\n", ids[0], ids[1])), 0o600)
+	code, out, errOut = strata(ctx, env, append([]string{"import", edges}, edgeArgs...)...)
+	if code != 0 || !strings.Contains(out, "1 lines, 1 imported, 0 failed") || !strings.Contains(out, "edges/s") {
+		t.Fatalf("edge import: %d %q %q", code, out, errOut)
+	}
 }

@@ -11,21 +11,28 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/doc"
+	"github.com/stratadb/strata/graph"
 	"golang.org/x/term"
 )
 
 func cmdImport(stdio *IO) *cobra.Command {
 	var tenant, collection, mode, format string
+	var edges bool
 	cmd := &cobra.Command{
 		Use:   "import FILE",
-		Short: "Import NDJSON documents into a collection (FILE, or - for stdin), with a progress bar",
+		Short: "Import NDJSON documents into a collection, or edges into the graph (FILE, or - for stdin), with a progress bar",
 		Long: "import reads one JSON document per line (or, with --format export, lines written by `strata export`) and " +
 			"writes them through COPY. By default one bad line imports nothing and every bad line is listed by number; " +
-			"--mode partial imports the good lines. It runs beside `strata serve`, attached to its database.",
+			"--mode partial imports the good lines. With --edges, each line is an edge " +
+			"{\"type\", \"from\": \"collection/id\", \"to\": \"collection/id\", \"props\"}, imported all or nothing. " +
+			"It runs beside `strata serve`, attached to its database.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if tenant == "" || collection == "" {
-				return usageError{errors.New("--tenant and --collection are required")}
+			if tenant == "" || (collection == "") != edges {
+				return usageError{errors.New("--tenant is required, and --collection (documents) or --edges (graph edges)")}
+			}
+			if edges && mode != "atomic" {
+				return usageError{errors.New("an edge import is all or nothing (--mode atomic)")}
 			}
 			if mode != "atomic" && mode != "partial" || format != "docs" && format != "export" {
 				return usageError{errors.New("--mode is atomic or partial; --format is docs or export")}
@@ -60,7 +67,12 @@ func cmdImport(stdio *IO) *cobra.Command {
 				}
 			}}
 			ctx := systemContext(auth.System(cmd.Context()), "import")
-			rep, err := s.Docs().DocImport(ctx, tenant, collection, r, opts)
+			var rep doc.ImportReport
+			if edges {
+				rep, err = s.Graph().EdgeImport(ctx, tenant, r, graph.ImportOptions{Progress: opts.Progress})
+			} else {
+				rep, err = s.Docs().DocImport(ctx, tenant, collection, r, opts)
+			}
 			if bar != nil {
 				_ = bar.Finish()
 			}
@@ -69,8 +81,12 @@ func cmdImport(stdio *IO) *cobra.Command {
 				return err
 			}
 			secs := time.Since(start).Seconds()
-			fmt.Fprintf(stdio.Stdout, "%d lines, %d imported, %d failed in %.1fs (%.0f documents/s)\n",
-				rep.Lines, rep.Imported, rep.Failed, secs, float64(rep.Imported)/max(secs, 1e-9))
+			what := "documents"
+			if edges {
+				what = "edges"
+			}
+			fmt.Fprintf(stdio.Stdout, "%d lines, %d imported, %d failed in %.1fs (%.0f %s/s)\n",
+				rep.Lines, rep.Imported, rep.Failed, secs, float64(rep.Imported)/max(secs, 1e-9), what)
 			for _, e := range rep.Errors {
 				fmt.Fprintf(stdio.Stdout, "line %d: %s: %s %s\n", e.Line, e.Code, e.Message, e.Pointer)
 			}
@@ -85,6 +101,7 @@ func cmdImport(stdio *IO) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant id")
 	cmd.Flags().StringVar(&collection, "collection", "", "collection name")
+	cmd.Flags().BoolVar(&edges, "edges", false, "the lines are graph edges, not documents")
 	cmd.Flags().StringVar(&mode, "mode", "atomic", "atomic (one bad line imports nothing) or partial")
 	cmd.Flags().StringVar(&format, "format", "docs", "docs (each line a document) or export (lines of strata export)")
 	return cmd

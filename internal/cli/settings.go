@@ -44,8 +44,17 @@ var settings = []setting{
 	{name: "admin-password", env: "STRATA_ADMIN_PASSWORD", usage: "password of the first administrator, created on a database with no users (default: generated and printed once)", redact: secret},
 	{name: "access-token-ttl", env: "STRATA_ACCESS_TOKEN_TTL", def: "15m", usage: "lifetime of access tokens"},
 	{name: "refresh-token-ttl", env: "STRATA_REFRESH_TOKEN_TTL", def: "720h", usage: "lifetime of a sign-in session (its refresh tokens)"},
+	{name: "graph-max-depth", env: "STRATA_GRAPH_MAX_DEPTH", def: "100", usage: "the deepest a graph traversal may go"},
+	{name: "graph-max-results", env: "STRATA_GRAPH_MAX_RESULTS", def: "100000", usage: "the most nodes or paths a graph traversal may return"},
+	{name: "graph-time-budget", env: "STRATA_GRAPH_TIME_BUDGET", def: "10s", usage: "how long a graph traversal may run before it answers 422 (or partial results)"},
 	{name: "log-level", env: "STRATA_LOG_LEVEL", def: "info", usage: "debug, info, warn or error"},
 	{name: "log-format", env: "STRATA_LOG_FORMAT", def: "auto", usage: "text, json, or auto (text on a terminal, JSON otherwise)"},
+	// Device readings (series); read by seriesConfig in series.go.
+	{name: "mqtt-addr", env: "STRATA_MQTT_ADDR", def: "127.0.0.1:1883", usage: "address of the embedded MQTT broker for devices; \"off\" disables it"},
+	{name: "mqtt-broker-url", env: "STRATA_MQTT_BROKER_URL", usage: "external MQTT v5 broker to consume device topics from (mqtt://user:password@host:1883)", redact: db.Redact},
+	{name: "mqtt-client-id", env: "STRATA_MQTT_CLIENT_ID", usage: "this node's client id on the external broker; stable and distinct per node (default strata-<host name>)"},
+	{name: "redis-url", env: "STRATA_REDIS_URL", usage: "Redis for the latest-value cache and the readings stream (redis://host:6379/0)", redact: db.Redact},
+	{name: "redis-stream", env: "STRATA_REDIS_STREAM", def: "strata:readings", usage: "Redis stream of device messages consumed when --redis-url is set"},
 }
 
 func secret(v string) string {

@@ -67,6 +67,9 @@ func (v *validator) run() error {
 			if !started {
 				return problem.Invalid("invalid_json", "the body is empty")
 			}
+			if len(v.stack) > 0 { // the decoder reports a truncated document as a plain EOF
+				return problem.Invalid("invalid_json", "the document ends early (near byte %d): an object or array is not closed", v.d.InputOffset())
+			}
 			return nil
 		}
 		if err != nil {

@@ -33,6 +33,9 @@ func TestValidate(t *testing.T) {
 		{`"text"`, "not_an_object", ""},
 		{`{"a": 1} {"b": 2}`, "invalid_json", ""},
 		{`{"a": }`, "invalid_json", ""},
+		{`{"a": 1`, "invalid_json", ""},
+		{`{"a": [1, 2`, "invalid_json", ""},
+		{`{`, "invalid_json", ""},
 		{``, "invalid_json", ""},
 		{"{\"a\": \"\xff\"}", "invalid_json", ""},
 	}
@@ -108,4 +111,21 @@ func TestDiffApplyRoundTrip(t *testing.T) {
 			t.Fatalf("diff %s of %s → %s gives %s", patch, ab, bb, got)
 		}
 	}
+}
+
+// FuzzValidate: whatever Validate accepts is one valid JSON object (and PostgreSQL's jsonb
+// input rules are stricter than encoding/json's only in what Validate checks besides).
+func FuzzValidate(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a": [1, {"b": null}]}`, `{"a": 1`, `[1]`, `{"a": 1, "a": 2}`, `{"n": 1e400}`, "{\"a\": \"\\u0000\"}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if jsonx.Validate(b) != nil {
+			return
+		}
+		var v map[string]any
+		if !json.Valid(b) || json.Unmarshal(b, &v) != nil {
+			t.Fatalf("accepted %q, which is not one JSON object", b)
+		}
+	})
 }

@@ -417,43 +417,11 @@ func (s *Server) routesDocs() {
 		RequestBody: &huma.RequestBody{Content: map[string]*huma.MediaType{"application/x-ndjson": {Schema: &huma.Schema{Type: huma.TypeString}}}},
 		Errors:      []int{401, 403, 404, 409},
 	}, func(ctx context.Context, in *importIn) (*huma.StreamResponse, error) {
-		body, _ := ctx.Value(keyBody).(io.Reader)
-		if body == nil {
-			return nil, problem.Invalid("invalid_request", "no body")
-		}
 		opts := doc.ImportOptions{Partial: in.Mode == "partial", Envelopes: in.Format == "export"}
-		stream := strings.Contains(in.Accept, "application/x-ndjson")
-		if !stream {
-			rep, err := st.DocImport(ctx, in.Tenant, in.Collection, body, opts)
-			if err != nil {
-				return nil, err
-			}
-			return &huma.StreamResponse{Body: func(hctx huma.Context) {
-				hctx.SetHeader("Content-Type", "application/json")
-				_ = json.NewEncoder(hctx.BodyWriter()).Encode(rep)
-			}}, nil
-		}
-		return &huma.StreamResponse{Body: func(hctx huma.Context) {
-			hctx.SetHeader("Content-Type", "application/x-ndjson")
-			w := hctx.BodyWriter()
-			enc := json.NewEncoder(w)
-			opts.Progress = func(lines, imported int64) {
-				_ = enc.Encode(map[string]any{"type": "progress", "lines": lines, "imported": imported})
-				if f, ok := w.(http.Flusher); ok {
-					f.Flush()
-				}
-			}
-			rep, err := st.DocImport(hctx.Context(), in.Tenant, in.Collection, body, opts)
-			if err != nil {
-				p, ok := problem.As(err)
-				if !ok {
-					p = problem.Internal(err)
-				}
-				_ = enc.Encode(map[string]any{"type": "error", "problem": stamp(ctx, p)})
-				return
-			}
-			_ = enc.Encode(map[string]any{"type": "result", "report": rep})
-		}}, nil
+		return importResponse(ctx, in.Accept, func(ctx context.Context, body io.Reader, progress func(lines, imported int64)) (any, error) {
+			opts.Progress = progress
+			return st.DocImport(ctx, in.Tenant, in.Collection, body, opts)
+		})
 	})
 	huma.Register(s.api, huma.Operation{
 		OperationID: "doc-export", Method: http.MethodGet, Path: "/v1/t/{tenant}/collections/{collection}/export", Tags: dtags,
@@ -502,6 +470,48 @@ func (s *Server) documentBodies() {
 			}
 		}
 	}
+}
+
+// importResponse answers an NDJSON import (the request body, kept unread by keepBody):
+// the report as JSON, or — when accept asks for application/x-ndjson — progress lines
+// {"type":"progress",…} as the import goes, then {"type":"result","report":…} or
+// {"type":"error","problem":…}.
+func importResponse(ctx context.Context, accept string,
+	run func(ctx context.Context, body io.Reader, progress func(lines, imported int64)) (any, error)) (*huma.StreamResponse, error) {
+	body, _ := ctx.Value(keyBody).(io.Reader)
+	if body == nil {
+		return nil, problem.Invalid("invalid_request", "no body")
+	}
+	if !strings.Contains(accept, "application/x-ndjson") {
+		rep, err := run(ctx, body, nil)
+		if err != nil {
+			return nil, err
+		}
+		return &huma.StreamResponse{Body: func(hctx huma.Context) {
+			hctx.SetHeader("Content-Type", "application/json")
+			_ = json.NewEncoder(hctx.BodyWriter()).Encode(rep)
+		}}, nil
+	}
+	return &huma.StreamResponse{Body: func(hctx huma.Context) {
+		hctx.SetHeader("Content-Type", "application/x-ndjson")
+		w := hctx.BodyWriter()
+		enc := json.NewEncoder(w)
+		rep, err := run(hctx.Context(), body, func(lines, imported int64) {
+			_ = enc.Encode(map[string]any{"type": "progress", "lines": lines, "imported": imported})
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
+		})
+		if err != nil {
+			p, ok := problem.As(err)
+			if !ok {
+				p = problem.Internal(err)
+			}
+			_ = enc.Encode(map[string]any{"type": "error", "problem": stamp(ctx, p)})
+			return
+		}
+		_ = enc.Encode(map[string]any{"type": "result", "report": rep})
+	}}, nil
 }
 
 // keepBody is an operation middleware that hands the request body, unread, to a handler

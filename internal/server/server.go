@@ -8,6 +8,10 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"path"
+	"reflect"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +23,11 @@ import (
 	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/doc"
 	"github.com/stratadb/strata/feed"
+	"github.com/stratadb/strata/graph"
+	"github.com/stratadb/strata/kv"
+	"github.com/stratadb/strata/queue"
+	"github.com/stratadb/strata/search"
+	"github.com/stratadb/strata/series"
 )
 
 // Config holds the HTTP listener's settings. Zero values mean the documented defaults.
@@ -67,6 +76,16 @@ type Deps struct {
 	// only when set.
 	Feed *feed.Feed
 	Docs *doc.Store
+	// Graph serves edges and traversals; its routes are registered only when set.
+	Graph *graph.Store
+	// Search serves search; its routes are registered only when set.
+	Search *search.Store
+	// Series serves devices and their readings; its routes are registered only when set.
+	Series *series.Service
+	// Queue serves the job queue and KV the key-value store; their routes are registered
+	// only when set.
+	Queue *queue.Client
+	KV    *kv.Store
 }
 
 // Server is the HTTP handler of the whole API.
@@ -104,6 +123,15 @@ func New(d Deps) *Server {
 		if d.Docs != nil {
 			s.routesDocs()
 		}
+		if d.Graph != nil {
+			s.routesGraph()
+		}
+		if d.Search != nil {
+			s.routesSearch()
+		}
+		s.routesSeries()
+		s.routesQueue()
+		s.routesKV()
 	}
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.handler = s.observe(s.mux)
@@ -124,9 +152,41 @@ func apiConfig(version string) huma.Config {
 	cfg.Info.Description = "PostgreSQL-native application data platform. Errors are RFC 9457 " +
 		"problem documents (application/problem+json) with a stable `code`; see docs/errors.md."
 	cfg.OpenAPIPath = "/openapi"
+	cfg.Components.Schemas = huma.NewMapRegistry("#/components/schemas/", schemaNamer())
 	cfg.CreateHooks = nil // no $schema members or Link headers in responses
 	cfg.Transformers = append(cfg.Transformers, stampProblem)
 	return cfg
+}
+
+// schemaNamer names OpenAPI schemas as huma does (graph.Result → "Result"), except that a
+// named type whose name another module's type already took gets its package's name in front
+// (search.Stats → "SearchStats"), so modules need not keep their type names apart. Routes
+// register in a fixed order, so the names are stable.
+func schemaNamer() func(reflect.Type, string) string {
+	var mu sync.Mutex
+	byType := map[reflect.Type]string{}
+	taken := map[string]reflect.Type{}
+	return func(t reflect.Type, hint string) string {
+		name := huma.DefaultSchemaNamer(t, hint)
+		d := t
+		for d.Kind() == reflect.Pointer {
+			d = d.Elem()
+		}
+		if d.Name() == "" || d.PkgPath() == "" {
+			return name // anonymous or built-in: huma names it from the hint
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if n, ok := byType[d]; ok {
+			return n
+		}
+		if other, ok := taken[name]; ok && other != d {
+			pkg := path.Base(d.PkgPath())
+			name = strings.ToUpper(pkg[:1]) + pkg[1:] + name
+		}
+		byType[d], taken[name] = name, d
+		return name
+	}
 }
 
 // NewHTTPServer returns an http.Server for h with c's timeouts.

@@ -16,6 +16,7 @@ import (
 	"github.com/stratadb/strata/internal/db"
 	"github.com/stratadb/strata/internal/migrate"
 	"github.com/stratadb/strata/internal/testdb"
+	"github.com/stratadb/strata/problem"
 )
 
 // Roles of the world's identities.
@@ -114,4 +115,15 @@ func (w *World) As(role string) context.Context {
 // Roles lists every identity, anonymous ("") included, for tenant-wall tables.
 func Roles() []string {
 	return []string{"", Owner, Admin, Member, Viewer, Outsider, Platform, APIKey}
+}
+
+// WantProblem fails the test unless err is a problem with this status and code, and
+// returns it.
+func WantProblem(t testing.TB, err error, status int, code string) *problem.Error {
+	t.Helper()
+	p, ok := problem.As(err)
+	if !ok || p.Status != status || p.Code != code {
+		t.Fatalf("err = %v, want %d %s", err, status, code)
+	}
+	return p
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/stratadb/strata"
+	"github.com/stratadb/strata/auth"
 )
 
 // Platform opens Strata for a benchmark and returns it with a cleanup. cfg's DataDir and
@@ -47,6 +48,16 @@ func Platform(ctx context.Context, cfg strata.Config) (*strata.Strata, func(), e
 			_ = os.RemoveAll(filepath.Dir(dir))
 		}
 	}, nil
+}
+
+// Tenant creates a tenant, as the platform administrator "admin", and returns its id.
+func Tenant(ctx context.Context, s *strata.Strata, name string) (string, error) {
+	admin, err := s.Auth().UserByName(ctx, "admin")
+	if err != nil {
+		return "", err
+	}
+	t, err := s.Auth().TenantCreate(auth.WithPrincipal(ctx, &auth.Principal{UserID: admin.ID, Username: "admin", PlatformAdmin: true}), name)
+	return t.ID, err
 }
 
 // Result is one measured load.
