@@ -214,10 +214,10 @@ func (s *Strata) startModules(ctx context.Context) error {
 	s.graph = graph.New(s.pool, s.auth, s.docs, s.feed, s.listener, graphCfg)
 	searchCfg := s.cfg.Search
 	searchCfg.Logger = cmp.Or(searchCfg.Logger, log)
-	s.search = search.New(s.pool, s.auth, s.docs, s.feed, s.listener, searchCfg)
-	s.bg.Go(func() { s.search.Run(bg) })
 	s.queue = queue.New(s.pool, s.auth, s.listener, queue.Config{Logger: log})
 	s.bg.Go(func() { s.queue.Run(bg) })
+	s.search = search.New(s.pool, s.auth, s.docs, s.queue, s.feed, s.listener, searchCfg)
+	s.bg.Go(func() { s.search.Run(bg) })
 	s.kv = kv.New(s.pool, s.auth, s.feed, kv.Config{Logger: log})
 	s.bg.Go(func() { s.kv.Run(bg) })
 	seriesCfg := s.cfg.Series

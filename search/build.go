@@ -16,39 +16,6 @@ const buildChunk = 2000
 // settings cached before the change (nodes learn of it within milliseconds) are caught.
 var settleDelay = 2 * time.Second
 
-// build runs the pending index builds that no other node is running.
-func (s *Store) build(ctx context.Context) {
-	rows, err := s.pool.Query(ctx, `SELECT collection_id::text, name, generation FROM search_indexes WHERE status = 'building'`)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("search: listing index builds", "err", err)
-		}
-		return
-	}
-	type job struct {
-		coll, name string
-		gen        int64
-	}
-	jobs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (job, error) {
-		var j job
-		err := r.Scan(&j.coll, &j.name, &j.gen)
-		return j, err
-	})
-	if err != nil {
-		return
-	}
-	for _, j := range jobs {
-		if ctx.Err() != nil {
-			return
-		}
-		if err := s.buildOne(ctx, j.coll, j.name, j.gen); err != nil && ctx.Err() == nil {
-			s.log.Warn("search: index build failed", "collection", j.coll, "index", j.name, "err", err)
-			_, _ = s.pool.Exec(ctx, `UPDATE search_indexes SET status = 'failed', error = $4, finished_at = now()
-				WHERE collection_id = $1 AND name = $2 AND generation = $3`, j.coll, j.name, j.gen, err.Error())
-		}
-	}
-}
-
 // buildOne builds one index under a session advisory lock (another node building it is
 // left alone), in chunks, recording progress.
 func (s *Store) buildOne(ctx context.Context, collID, name string, gen int64) error {

@@ -3,11 +3,13 @@ package search
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stratadb/strata/feed"
 	"github.com/stratadb/strata/problem"
+	"github.com/stratadb/strata/search/embed"
 )
 
 // Embedder turns texts into vectors (see the search/embed package for the built-in model
@@ -18,24 +20,33 @@ type Embedder interface {
 	Name() string
 }
 
-// embedder returns the embedder a configuration names, shared by every field that names
-// the same one.
-func (s *Store) embedder(c EmbedderConfig) (Embedder, error) {
+// embedder returns the embedder an embedded vector field names, shared by every field
+// that names the same one.
+func (s *Store) embedder(v *VectorField) (Embedder, error) {
+	c := v.Embed.Embedder
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := c.Kind + "|" + c.URL + "|" + c.Model + "|" + c.APIKeyEnv
+	key := fmt.Sprintf("%s|%s|%s|%s|%d", c.Kind, c.URL, c.Model, c.APIKeyEnv, v.Dimension)
 	if e, ok := s.embedders[key]; ok {
 		return e, nil
 	}
-	if s.cfg.Embedders == nil {
-		return nil, problem.Unprocessable("invalid_embedder", "no embedder is available in this build")
+	newEmbedder := s.cfg.Embedders
+	if newEmbedder == nil {
+		newEmbedder = Embedders
 	}
-	e, err := s.cfg.Embedders(c)
+	e, err := newEmbedder(c, v.Dimension)
 	if err != nil {
 		return nil, err
 	}
 	s.embedders[key] = e
 	return e, nil
+}
+
+// Embedders is the default Config.Embedders: the search/embed package's embedders (the
+// built-in sentence encoder, Ollama, OpenAI-compatible), with the API key read from the
+// environment variable the configuration names.
+func Embedders(c EmbedderConfig, dim int) (Embedder, error) {
+	return embed.New(embed.Config{Kind: c.Kind, URL: c.URL, Model: c.Model, Dimensions: dim, APIKey: apiKey(c)})
 }
 
 // embedText is the text a document contributes to an embedded field: the strings at the
@@ -81,7 +92,7 @@ func collectStrings(v any, out *[]string) {
 // version replaces an older; a document changed meanwhile keeps its newer vector), then
 // records a feed entry so every node's index picks them up.
 func (s *Store) embedDocs(ctx context.Context, st *settings, v *VectorField, ids []string) error {
-	e, err := s.embedder(v.Embed.Embedder)
+	e, err := s.embedder(v)
 	if err != nil {
 		return err
 	}

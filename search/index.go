@@ -54,7 +54,11 @@ func (s *Store) onWrite(ctx context.Context, q doc.Execer, w doc.Written) error 
 	for i := range st.Vectors {
 		v := &st.Vectors[i]
 		if v.Embed != nil {
-			continue // computed by the embedder in the background
+			// Computed by the embedder, in a job (see jobs.go).
+			if err := queueEmbeds(ctx, q, w.Tenant, w.CollectionID, v.Name, w.IDs); err != nil {
+				return err
+			}
+			continue
 		}
 		rows, err := extractVectors(st, v, w.IDs, w.Bodies)
 		if err != nil {
@@ -251,8 +255,8 @@ type MemoryState struct {
 	Status     string `json:"status" enum:"loading,ready"`
 }
 
-// startBuilds records that the collection's indexes are (re)building for generation gen;
-// Run's builder does the work.
+// startBuilds records that the collection's indexes are (re)building for generation gen,
+// and pushes the jobs that build them.
 func (s *Store) startBuilds(ctx context.Context, tx pgx.Tx, tenant, collID string, gen int64, st *settings) error {
 	names := []string{}
 	if st.textSQL != "" {
@@ -268,7 +272,10 @@ func (s *Store) startBuilds(ctx context.Context, tx pgx.Tx, tenant, collID strin
 		SELECT $1, unnest($2::text[]), 'building', $3
 		ON CONFLICT (collection_id, name) DO UPDATE SET status = 'building', generation = EXCLUDED.generation, rows_done = 0,
 			rows_total = 0, error = NULL, started_at = now(), finished_at = NULL`, collID, names, gen)
-	return err
+	if err != nil {
+		return err
+	}
+	return s.pushBuilds(ctx, tx, tenant, collID, gen, names)
 }
 
 // Indexes reports the state of a collection's indexes (read on the collection): each in

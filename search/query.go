@@ -377,7 +377,7 @@ func (s *Store) tsquery(ctx context.Context, st *settings, q string, args *sqlAr
 		var words []string
 		for _, g := range groups {
 			for _, t := range g {
-				if !t.phrase && !t.prefix && utf8.RuneCountInString(t.text) >= 5 {
+				if !t.phrase && utf8.RuneCountInString(t.text) >= 5 {
 					words = append(words, t.text)
 				}
 			}
@@ -396,10 +396,13 @@ func (s *Store) tsquery(ctx context.Context, st *settings, q string, args *sqlAr
 			switch {
 			case t.phrase:
 				x = "phraseto_tsquery(" + cfg + ", " + args.add(t.text) + ")"
-			case t.prefix:
-				x = "to_tsquery(" + cfg + ", " + args.add(quoteLexeme(t.text)+":*") + ")"
 			default:
-				x = "plainto_tsquery(" + cfg + ", " + args.add(t.text) + ")"
+				if t.prefix {
+					x = "to_tsquery(" + cfg + ", " + args.add(quoteLexeme(t.text)+":*") + ")"
+				} else {
+					x = "plainto_tsquery(" + cfg + ", " + args.add(t.text) + ")"
+				}
+				// A word being typed may be misspelled too.
 				if alts := typos[t.text]; len(alts) > 0 {
 					quoted := make([]string, len(alts))
 					for i, a := range alts {

@@ -26,13 +26,14 @@ import (
 	"github.com/stratadb/strata/feed"
 	"github.com/stratadb/strata/internal/db"
 	"github.com/stratadb/strata/internal/migrate"
+	"github.com/stratadb/strata/queue"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
 
 // Schema is the search module's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "search", FS: mustSub(migrations, "migrations"), Requires: []*migrate.Module{doc.Schema}}
+var Schema = &migrate.Module{Name: "search", FS: mustSub(migrations, "migrations"), Requires: []*migrate.Module{doc.Schema, queue.Schema}}
 
 func mustSub(f embed.FS, dir string) fs.FS {
 	sub, err := fs.Sub(f, dir)
@@ -45,7 +46,7 @@ func mustSub(f embed.FS, dir string) fs.FS {
 func init() {
 	auth.OnTenantDelete(func(ctx context.Context, tx pgx.Tx, tenant string) error {
 		ids := `(SELECT id FROM collections WHERE tenant_id = $1)`
-		for _, table := range []string{"search_text", "search_words", "search_vectors", "search_indexes", "search_queries"} {
+		for _, table := range []string{"search_text", "search_words", "search_vectors", "search_indexes", "search_queries", "search_embed_pending"} {
 			if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE collection_id IN `+ids, tenant); err != nil {
 				return err
 			}
@@ -65,8 +66,9 @@ type Config struct {
 	SnapshotDir string
 	// QueryLogRetention is how long the query log is kept. Default 30 days.
 	QueryLogRetention time.Duration
-	// Embedders makes the embedder a vector field's configuration names.
-	Embedders func(EmbedderConfig) (Embedder, error)
+	// Embedders makes the embedder a vector field's configuration names, for vectors of
+	// dimension dim. Default Embedders (the search/embed package).
+	Embedders func(c EmbedderConfig, dim int) (Embedder, error)
 	// Logger receives background-work warnings. Nil is quiet.
 	Logger *slog.Logger
 }
@@ -76,6 +78,7 @@ type Store struct {
 	pool     *pgxpool.Pool
 	auth     *auth.Service
 	docs     *doc.Store
+	queue    *queue.Client
 	feed     *feed.Feed
 	listener *db.Listener
 	cfg      Config
@@ -84,7 +87,7 @@ type Store struct {
 	mu        sync.Mutex
 	settings  map[string]*settings // collection id → settings; nil: none (cached too)
 	embedders map[string]Embedder
-	wake      chan struct{}
+	embedWake chan struct{}
 
 	vectors *registry
 	qlog    *queryLog
@@ -94,20 +97,25 @@ type Store struct {
 const settingsChannel = "strata_search_settings"
 
 // New returns search over docs, registering the hooks that index documents as they are
-// written. Run does its background work.
-func New(pool *pgxpool.Pool, a *auth.Service, docs *doc.Store, f *feed.Feed, listener *db.Listener, cfg Config) *Store {
+// written. Its builds and embeddings run as jobs on q. Run does its background work.
+func New(pool *pgxpool.Pool, a *auth.Service, docs *doc.Store, q *queue.Client, f *feed.Feed, listener *db.Listener, cfg Config) *Store {
 	cfg.ExactBelow = cmp.Or(cfg.ExactBelow, 20000)
 	cfg.MaxK = cmp.Or(cfg.MaxK, 1000)
 	cfg.QueryLogRetention = cmp.Or(cfg.QueryLogRetention, 30*24*time.Hour)
-	s := &Store{pool: pool, auth: a, docs: docs, feed: f, listener: listener, cfg: cfg,
-		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)), settings: map[string]*settings{}, embedders: map[string]Embedder{}, wake: make(chan struct{}, 1)}
+	s := &Store{pool: pool, auth: a, docs: docs, queue: q, feed: f, listener: listener, cfg: cfg,
+		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)), settings: map[string]*settings{}, embedders: map[string]Embedder{}, embedWake: make(chan struct{}, 1)}
 	s.vectors = newRegistry(s)
 	s.qlog = newQueryLog(pool, s.log)
 	docs.OnWrite(s.onWrite)
 	docs.OnDelete(s.onDelete)
 	listener.Handle(settingsChannel, func(collID string) {
 		s.forget(collID)
-		s.kick()
+	})
+	listener.Handle(embedChannel, func(string) {
+		select {
+		case s.embedWake <- struct{}{}:
+		default:
+		}
 	})
 	listener.OnReset(func() {
 		s.mu.Lock()
@@ -115,13 +123,6 @@ func New(pool *pgxpool.Pool, a *auth.Service, docs *doc.Store, f *feed.Feed, lis
 		s.mu.Unlock()
 	})
 	return s
-}
-
-func (s *Store) kick() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
 }
 
 func (s *Store) forget(collID string) {
@@ -170,23 +171,13 @@ func (s *Store) settingsOf(ctx context.Context, collID string) (*settings, error
 	return st, nil
 }
 
-// Run does the background work until ctx ends: building indexes for new settings, keeping
-// the vector indexes current from the change feed, embedding, and pruning the query log.
-// Every node runs it.
+// Run does the background work until ctx ends: working the search job queues (index
+// builds, embedding), keeping the vector indexes current from the change feed, and
+// pruning the query log. Every node runs it.
 func (s *Store) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.vectors.run(ctx) })
 	wg.Go(func() { s.qlog.run(ctx, s.cfg.QueryLogRetention) })
-	tick := time.NewTicker(30 * time.Second)
-	defer tick.Stop()
-	for {
-		s.build(ctx)
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			return
-		case <-s.wake:
-		case <-tick.C:
-		}
-	}
+	wg.Go(func() { s.runJobs(ctx) })
+	wg.Wait()
 }

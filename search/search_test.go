@@ -14,6 +14,7 @@ import (
 	"github.com/stratadb/strata/doc"
 	"github.com/stratadb/strata/internal/testdb"
 	"github.com/stratadb/strata/internal/testworld"
+	"github.com/stratadb/strata/queue"
 	"github.com/stratadb/strata/search"
 )
 
@@ -30,11 +31,13 @@ func setup(t testing.TB, cfg search.Config) *env {
 	t.Helper()
 	w := testworld.New(t, search.Schema)
 	docs := doc.New(w.Pool, w.Auth, w.Feed, w.Listener, doc.Config{})
-	s := search.New(w.Pool, w.Auth, docs, w.Feed, w.Listener, cfg)
+	q := queue.New(w.Pool, w.Auth, w.Listener, queue.Config{PollInterval: 100 * time.Millisecond})
+	s := search.New(w.Pool, w.Auth, docs, q, w.Feed, w.Listener, cfg)
 	bg, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(bg); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
+	done := make(chan struct{}, 2)
+	go func() { s.Run(bg); done <- struct{}{} }()
+	go func() { q.Run(bg); done <- struct{}{} }()
+	t.Cleanup(func() { stop(); <-done; <-done })
 	return &env{World: w, docs: docs, s: s, ctx: w.As(testworld.Owner)}
 }
 
@@ -345,4 +348,98 @@ func make32(dim int, x float32) []float32 {
 		v[i] = x
 	}
 	return v
+}
+
+// TestSemantic is seed 001's ask: "car" finds the documents about vehicles, automobiles
+// and trucks before unrelated ones, by meaning (no document contains the word), through
+// the built-in embedder, in semantic and hybrid mode — for documents embedded by the
+// index build and for documents written afterwards (embedded by queue jobs).
+func TestSemantic(t *testing.T) {
+	t.Parallel()
+	e := setup(t, search.Config{})
+	e.collection(t, "notes")
+	about := map[string]string{
+		"v1": "The truck hauled a heavy load of cargo across the state.",
+		"v2": "She finally bought a new automobile after years of saving.",
+		"v3": "Electric vehicles are getting cheaper to drive every year.",
+		"u1": "The recipe calls for two cups of flour and a pinch of salt.",
+		"u2": "Our cat sleeps all afternoon on the warm sofa.",
+		"u3": "The orchestra played a violin concerto by Mendelssohn.",
+		"u4": "Interest rates rose again after the central bank met.",
+	}
+	for id, text := range about {
+		if id == "v3" || id == "u4" {
+			continue // written after the index is ready
+		}
+		e.put(t, "notes", id, mustJSON(map[string]string{"text": text}))
+	}
+	e.settings(t, "notes", search.Settings{
+		Text:    &search.TextSettings{Fields: []search.TextField{{Path: "text"}}},
+		Vectors: []search.VectorField{{Name: "meaning", Dimension: 512, Embed: &search.EmbedSource{Fields: []string{"text"}}}},
+	})
+	e.waitReady(t, "notes")
+	e.put(t, "notes", "v3", mustJSON(map[string]string{"text": about["v3"]}))
+	e.put(t, "notes", "u4", mustJSON(map[string]string{"text": about["u4"]}))
+
+	vehicles := func(got []string) bool {
+		return len(got) >= 3 && slices.Contains(got[:3], "v1") && slices.Contains(got[:3], "v2") && slices.Contains(got[:3], "v3")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, mode := range []string{"semantic", "hybrid"} {
+		for {
+			r := e.search(t, "notes", search.Query{Q: "car", Mode: mode, K: 7, Fields: []string{"-"}})
+			got := ids(r)
+			if vehicles(got) && len(got) == 7 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s search for car: %v (path %s), want v1, v2, v3 first of all 7", mode, got, r.Path)
+			}
+			time.Sleep(50 * time.Millisecond) // the later writes' embedding jobs
+		}
+	}
+	// Text mode only finds "car" as the start of "cargo" (search-as-you-type).
+	if got := ids(e.search(t, "notes", search.Query{Q: "car"})); !slices.Equal(got, []string{"v1"}) {
+		t.Fatalf("text search for car: %v, want [v1]", got)
+	}
+}
+
+// TestRestart: a node started later (or restarted) finds the indexes ready in PostgreSQL,
+// loads its in-memory vector index from the stored vectors without a rebuild, and answers
+// through it.
+func TestRestart(t *testing.T) {
+	t.Parallel()
+	e := setup(t, search.Config{ExactBelow: 10})
+	e.collection(t, "items")
+	rng := rand.New(rand.NewPCG(2, 2))
+	var lines strings.Builder
+	for i := range 500 {
+		fmt.Fprintf(&lines, `{"id": "i%d", "data": {"v": %s}}`+"\n", i, mustJSON(vec(rng, 8)))
+	}
+	if _, err := e.docs.DocImport(e.ctx, e.Tenant, "items", strings.NewReader(lines.String()), doc.ImportOptions{Envelopes: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.settings(t, "items", search.Settings{Vectors: []search.VectorField{{Name: "v", Dimension: 8, Path: "v"}}})
+	built := e.waitReady(t, "items")
+
+	// A second node over the same database.
+	docs := doc.New(e.Pool, e.Auth, e.Feed, e.Listener, doc.Config{})
+	q := queue.New(e.Pool, e.Auth, e.Listener, queue.Config{})
+	s2 := search.New(e.Pool, e.Auth, docs, q, e.Feed, e.Listener, search.Config{ExactBelow: 10})
+	bg, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s2.Run(bg); close(done) }()
+	defer func() { stop(); <-done }()
+	e2 := &env{World: e.World, docs: docs, s: s2, ctx: e.ctx}
+	after := e2.waitReady(t, "items")
+	if !after[0].StartedAt.Equal(built[0].StartedAt) || after[0].FinishedAt == nil || !after[0].FinishedAt.Equal(*built[0].FinishedAt) {
+		t.Fatalf("the index was rebuilt: before %+v, after %+v", built[0], after[0])
+	}
+	if after[0].Memory == nil || after[0].Memory.Vectors != 500 {
+		t.Fatalf("memory index %+v", after[0].Memory)
+	}
+	r := e2.search(t, "items", search.Query{Mode: "vector", Vector: vec(rng, 8), K: 5, Plan: "index", Fields: []string{"-"}})
+	if len(r.Items) != 5 || r.Path != "index" {
+		t.Fatalf("after restart: %d items by %s", len(r.Items), r.Path)
+	}
 }

@@ -238,7 +238,7 @@ func dataPath(src string) (filter.Path, error) {
 // checkEmbedder checks that the embedder is known and configured, and that it makes
 // vectors of the field's dimension.
 func (s *Store) checkEmbedder(v *VectorField) error {
-	e, err := s.embedder(v.Embed.Embedder)
+	e, err := s.embedder(v)
 	if err != nil {
 		return err
 	}
@@ -308,7 +308,6 @@ func (s *Store) SettingsPut(ctx context.Context, tenant, coll string, in Setting
 		return Settings{}, db.Translate(err, "search settings")
 	}
 	s.forget(collID)
-	s.kick()
 	return st.Settings, nil
 }
 

@@ -122,6 +122,5 @@ func (s *Store) Rebuild(ctx context.Context, tenant, coll string) ([]IndexState,
 		return nil, db.Translate(err, "search indexes")
 	}
 	s.forget(collID)
-	s.kick()
 	return s.Indexes(ctx, tenant, coll)
 }

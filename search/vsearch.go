@@ -16,7 +16,7 @@ func (s *Store) queryVector(ctx context.Context, p *plan) ([]float32, error) {
 	if p.Mode == "vector" {
 		return p.Vector, nil
 	}
-	e, err := s.embedder(p.field.Embed.Embedder)
+	e, err := s.embedder(p.field)
 	if err != nil {
 		return nil, err
 	}

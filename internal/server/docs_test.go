@@ -79,6 +79,8 @@ func TestDocEndpointsByIdentity(t *testing.T) {
 
 // checkEndpoints runs every endpoint as every identity and checks the status, that a
 // denial changes nothing digest sees, and that a successful write leaves an audit row.
+// Successful calls other than GETs must be audited, except those named "query: …" (reads
+// that take their question as a POST body, such as search).
 func (w *world) checkEndpoints(t *testing.T, eps []endpoint, digest func(*testing.T, *world) string) {
 	t.Helper()
 	for _, ep := range eps {
@@ -98,7 +100,7 @@ func (w *world) checkEndpoints(t *testing.T, eps []endpoint, digest func(*testin
 			if denied && digest(t, w) != before {
 				t.Errorf("%s as %s: denied but the data changed", ep.name, who)
 			}
-			if !denied && ep.method != "GET" && w.auditCount(r.requestID) == 0 {
+			if !denied && ep.method != "GET" && !strings.HasPrefix(ep.name, "query:") && w.auditCount(r.requestID) == 0 {
 				t.Errorf("%s as %s: a successful write left no audit row", ep.name, who)
 			}
 		}

@@ -50,8 +50,14 @@ type collectionUpdateIn struct {
 // 16 MiB) is checked after.
 const maxDocRequest = 16<<20 + 4096
 
+// WaitQuery lets a document write wait for its search vectors.
+type WaitQuery struct {
+	Wait string `query:"wait" enum:"indexed" doc:"indexed: answer once the search vectors computed from this document (by an embedder) are stored, up to 30 seconds; the Strata-Indexed header says whether they are (true) or still pending."`
+}
+
 type docCreateIn struct {
 	CollectionPath
+	WaitQuery
 	ID             string `query:"id" maxLength:"256" doc:"The new document's id; absent: a server-made, time-ordered id."`
 	IdempotencyKey string `header:"Idempotency-Key" maxLength:"255" doc:"Retrying with the same key returns the first answer instead of creating again."`
 	RawBody        []byte `contentType:"application/json" doc:"The document: a JSON object."`
@@ -59,12 +65,14 @@ type docCreateIn struct {
 
 type docWriteIn struct {
 	DocPath
+	WaitQuery
 	IfMatch string `header:"If-Match" doc:"The version (an ETag) the document must be at; * for any existing version."`
 	RawBody []byte `contentType:"application/json"`
 }
 
 type docPatchIn struct {
 	DocPath
+	WaitQuery
 	IfMatch     string `header:"If-Match"`
 	ContentType string `header:"Content-Type" doc:"application/merge-patch+json (RFC 7396) or application/json-patch+json (RFC 6902)."`
 	RawBody     []byte `contentType:"application/merge-patch+json"`
@@ -73,6 +81,7 @@ type docPatchIn struct {
 type docOut struct {
 	ETag     string `header:"ETag"`
 	Location string `header:"Location"`
+	Indexed  string `header:"Strata-Indexed"`
 	Status   int
 	Body     doc.Document
 }
@@ -194,6 +203,22 @@ func docResponse(d doc.Document, status int, tenant string) *docOut {
 	return out
 }
 
+// waitIndexed answers a write that asked to wait for its search vectors.
+func (s *Server) waitIndexed(ctx context.Context, w WaitQuery, tenant string, out *docOut) (*docOut, error) {
+	if w.Wait == "" || s.deps.Search == nil {
+		return out, nil
+	}
+	done, err := s.deps.Search.WaitIndexed(ctx, tenant, out.Body.Collection, out.Body.ID, out.Body.Version, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	out.Indexed = strconv.FormatBool(done)
+	if !done {
+		out.Indexed = "pending"
+	}
+	return out, nil
+}
+
 func (s *Server) routesDocs() {
 	st := s.deps.Docs
 	ctags := []string{"Collections"}
@@ -248,7 +273,7 @@ func (s *Server) routesDocs() {
 		if err != nil {
 			return nil, err
 		}
-		return docResponse(d, http.StatusCreated, in.Tenant), nil
+		return s.waitIndexed(ctx, in.WaitQuery, in.Tenant, docResponse(d, http.StatusCreated, in.Tenant))
 	})
 	huma.Register(s.api, huma.Operation{
 		OperationID: "doc-get", Method: http.MethodGet, Path: "/v1/t/{tenant}/collections/{collection}/docs/{id}", Tags: dtags,
@@ -291,7 +316,7 @@ func (s *Server) routesDocs() {
 		if d.Version == 1 {
 			status = http.StatusCreated
 		}
-		return docResponse(d, status, in.Tenant), nil
+		return s.waitIndexed(ctx, in.WaitQuery, in.Tenant, docResponse(d, status, in.Tenant))
 	})
 	huma.Register(s.api, huma.Operation{
 		OperationID: "doc-patch", Method: http.MethodPatch, Path: "/v1/t/{tenant}/collections/{collection}/docs/{id}", Tags: dtags,
@@ -316,7 +341,7 @@ func (s *Server) routesDocs() {
 		if err != nil {
 			return nil, err
 		}
-		return docResponse(d, http.StatusOK, in.Tenant), nil
+		return s.waitIndexed(ctx, in.WaitQuery, in.Tenant, docResponse(d, http.StatusOK, in.Tenant))
 	})
 	huma.Register(s.api, huma.Operation{
 		OperationID: "doc-delete", Method: http.MethodDelete, Path: "/v1/t/{tenant}/collections/{collection}/docs/{id}", Tags: dtags,
