@@ -517,13 +517,15 @@ func (s *Store) CollectionDelete(ctx context.Context, tenant, name string) error
 			ON CONFLICT DO NOTHING`, c.id); err != nil {
 			return err
 		}
-		if err := s.runDeleteHooks(ctx, tx, Deletion{Tenant: tenant, CollectionID: c.id, Collection: name}); err != nil {
-			return err
-		}
+		// The documents go first: their row locks make a concurrent write that refers to one
+		// (an edge being created) wait, then fail, instead of slipping past the hooks.
 		for _, q := range []string{`DELETE FROM documents WHERE collection_id = $1`, `DELETE FROM document_versions WHERE collection_id = $1`} {
 			if _, err := tx.Exec(ctx, q, c.id); err != nil {
 				return err
 			}
+		}
+		if err := s.runDeleteHooks(ctx, tx, Deletion{Tenant: tenant, CollectionID: c.id, Collection: name}); err != nil {
+			return err
 		}
 		tag, err := tx.Exec(ctx, `DELETE FROM collections WHERE id = $1`, c.id)
 		if err != nil {

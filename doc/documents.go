@@ -48,6 +48,12 @@ const (
 
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:@~=+-]{0,255}$`)
 
+// ValidRef reports whether a collection name and a document id are well-formed (every
+// stored document's are), for modules that refer to documents.
+func ValidRef(collection, id string) bool {
+	return nameRE.MatchString(collection) && idRE.MatchString(id)
+}
+
 func checkID(id string) error {
 	if !idRE.MatchString(id) {
 		return problem.Unprocessable("invalid_id", "a document id is 1 to 256 letters, digits or _ . : @ ~ = + -, starting with a letter or digit").

@@ -170,7 +170,7 @@ func parseEnd(raw json.RawMessage, field string) (NodeRef, error) {
 		return ref, problem.Invalid("invalid_node", "%s is missing", field).WithField(field, "missing")
 	case json.Unmarshal(raw, &str) == nil:
 		return ParseNodeRef(str, field)
-	case json.Unmarshal(raw, &ref) == nil && ref.Collection != "" && ref.ID != "":
+	case json.Unmarshal(raw, &ref) == nil && doc.ValidRef(ref.Collection, ref.ID):
 		return ref, nil
 	}
 	return ref, problem.Invalid("invalid_node", "%s is {\"collection\": …, \"id\": …} or \"collection/id\"", field).WithField(field, "invalid")

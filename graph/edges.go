@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/auth"
+	"github.com/stratadb/strata/doc"
 	"github.com/stratadb/strata/feed"
 	"github.com/stratadb/strata/internal/db"
 	"github.com/stratadb/strata/internal/history"
@@ -177,7 +178,7 @@ type docKey struct{ coll, id string }
 func (s *Store) resolve(ctx context.Context, tenant string, refs []NodeRef, fields []string) ([]docKey, error) {
 	keys := make([]docKey, len(refs))
 	for i, r := range refs {
-		if r.Collection == "" || r.ID == "" {
+		if !doc.ValidRef(r.Collection, r.ID) {
 			return nil, problem.Invalid("invalid_node", "a node is {\"collection\": …, \"id\": …}").WithField(fields[i], "invalid")
 		}
 		coll, err := s.docs.CollectionID(ctx, tenant, r.Collection, auth.PermRead)

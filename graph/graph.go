@@ -78,7 +78,8 @@ func cascade(ctx context.Context, q doc.Execer, d doc.Deletion) error {
 	if d.IDs != nil {
 		_, err := q.Exec(ctx, `WITH n AS (SELECT node FROM graph_nodes WHERE collection_id = $3 AND doc_id = ANY($4)),
 			e AS (UPDATE graph_edges g SET deleted_at = now(), updated_at = now(), version = g.version + 1
-				WHERE g.id IN (`+liveEdgesOf+`) RETURNING g.id, g.version, g.props, g.type_id, true AS was_live),
+				WHERE g.id IN (`+liveEdgesOf+`) AND g.deleted_at IS NULL -- rechecked after a concurrent delete: one tombstone
+				RETURNING g.id, g.version, g.props, g.type_id, true AS was_live),
 			prev AS (UPDATE graph_edge_versions v SET snapshot = e.props, delta = NULL FROM e WHERE v.edge_id = e.id AND v.version = e.version - 1),
 			tomb AS (INSERT INTO graph_edge_versions (edge_id, version, op, at, actor) SELECT id, version, 'delete', now(), $2 FROM e)
 			`+changes, d.Tenant, actor, d.CollectionID, d.IDs)
@@ -159,7 +160,7 @@ func (n NodeRef) String() string { return n.Collection + "/" + n.ID }
 // ParseNodeRef reads "collection/id" (a collection name has no slash).
 func ParseNodeRef(s, field string) (NodeRef, error) {
 	c, id, ok := strings.Cut(s, "/")
-	if !ok || c == "" || id == "" {
+	if !ok || !doc.ValidRef(c, id) {
 		return NodeRef{}, problem.Invalid("invalid_node", "%q is not a node: write collection/id", s).WithField(field, "invalid")
 	}
 	return NodeRef{Collection: c, ID: id}, nil

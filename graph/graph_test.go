@@ -935,3 +935,16 @@ func TestNeighboursPageBoundary(t *testing.T) {
 		t.Fatalf("page 2: %+v %v", p2, err)
 	}
 }
+
+// Node references that no document can have (NUL, invalid UTF-8, characters outside the
+// id alphabet) are refused as invalid, not sent to PostgreSQL.
+func TestHostileNodeRefs(t *testing.T) {
+	t.Parallel()
+	e := setup(t, graph.Config{})
+	for _, bad := range []graph.NodeRef{{Collection: "n", ID: "a\x00b"}, {Collection: "n", ID: "\xff\xfe"}, {Collection: "n\x00", ID: "1"}, {Collection: "n", ID: "a/b c"}} {
+		_, err := e.g.EdgeCreate(e.ctx, e.Tenant, graph.EdgeInput{Type: "t", From: bad, To: bad})
+		wantProblem(t, err, 400, "invalid_node")
+		_, err = graph.ParseNodeRef(bad.Collection+"/"+bad.ID, "from")
+		wantProblem(t, err, 400, "invalid_node")
+	}
+}
