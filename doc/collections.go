@@ -549,6 +549,12 @@ func (s *Store) CollectionDelete(ctx context.Context, tenant, name string) error
 
 // sqlLiteral quotes a string as a SQL literal (for the uuids of collections, which
 // partial indexes and their queries must spell identically).
+// CollectionLiteral is a collection's id as a SQL literal ('…'::uuid). Queries that filter
+// documents name their collection this way rather than as a parameter: a declared index is
+// partial on its collection, and PostgreSQL uses a partial index only when the planner
+// sees the value (a prepared statement's generic plan does not).
+func CollectionLiteral(id string) string { return sqlLiteral(id) + "::uuid" }
+
 func sqlLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // CollectionID returns the id of a tenant's collection after authorizing perm on it, for

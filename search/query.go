@@ -494,7 +494,8 @@ func (s *Store) matchSQL(ctx context.Context, st *settings, p *plan, args *sqlAr
 	}
 	where := ` FROM search_text s JOIN documents d ON d.collection_id = s.collection_id AND d.id = s.doc_id,
 		(SELECT ` + tsq + ` AS q) x
-		WHERE s.collection_id = ` + args.add(st.collID) + ` AND s.tsv @@ x.q AND d.body IS NOT NULL`
+		WHERE s.collection_id = ` + args.add(st.collID) + ` AND d.collection_id = ` + doc.CollectionLiteral(st.collID) + `
+			AND s.tsv @@ x.q AND d.body IS NOT NULL`
 	extra, err := s.narrow(st, p, args)
 	if err != nil {
 		return "", err

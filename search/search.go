@@ -58,7 +58,8 @@ func init() {
 // Config tunes search. Zero values mean the defaults.
 type Config struct {
 	// ExactBelow is how many matching documents a filtered vector search scans exactly
-	// rather than through the index. Default 20000.
+	// rather than through the index (and never more than 5% of the field's vectors).
+	// Default 20000.
 	ExactBelow int
 	// MaxK bounds k (and a page's size). Default 1000.
 	MaxK int

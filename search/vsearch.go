@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stratadb/strata/doc"
 	"github.com/stratadb/strata/problem"
 )
 
@@ -50,6 +51,7 @@ func (s *Store) vectorSearch(ctx context.Context, st *settings, p *plan) (Result
 	idx := s.vectors.index(st.collID, p.field.Name)
 	narrowed := p.filter != nil || len(p.Partitions) > 0
 	path := p.Plan
+	var ids []string // the matching documents, when a filter leaves few
 	if path == "" || path == "auto" {
 		switch {
 		case idx == nil:
@@ -57,13 +59,19 @@ func (s *Store) vectorSearch(ctx context.Context, st *settings, p *plan) (Result
 		case !narrowed:
 			path = "index"
 		default:
-			n, err := s.countMatches(ctx, st, p, s.cfg.ExactBelow+1)
-			if err != nil {
+			// One pass over the matches, ids only: if few match (at most ExactBelow, and at
+			// most 5% of the vectors — beyond that the index finds k of them faster than the
+			// filter lists them), they are scanned exactly.
+			live, _, _ := idx.size()
+			limit := min(s.cfg.ExactBelow, max(live/20, 100))
+			if ids, err = s.matchIDs(ctx, st, p, limit+1); err != nil {
 				return Results{}, err
 			}
 			path = "index"
-			if n <= int64(s.cfg.ExactBelow) {
+			if len(ids) <= limit {
 				path = "exact"
+			} else {
+				ids = nil
 			}
 		}
 	}
@@ -78,7 +86,12 @@ func (s *Store) vectorSearch(ctx context.Context, st *settings, p *plan) (Result
 		}
 	}
 	if path == "exact" || path == "exact:fallback" {
-		if found, err = s.exactSearch(ctx, st, p, q, want); err != nil {
+		if narrowed && ids == nil {
+			if ids, err = s.matchIDs(ctx, st, p, math.MaxInt32); err != nil {
+				return Results{}, err
+			}
+		}
+		if found, err = s.exactSearch(ctx, st, p, idx, q, want, ids); err != nil {
 			return Results{}, err
 		}
 	}
@@ -107,61 +120,112 @@ func (s *Store) page(p *plan, found []scored, path string, score func(float32) f
 	return res
 }
 
-// countMatches counts the documents with a vector of the field that pass the filter and
-// partitions, stopping at limit.
-func (s *Store) countMatches(ctx context.Context, st *settings, p *plan, limit int) (int64, error) {
+// matchIDs lists up to limit documents with a vector of the field that pass the filter
+// and partitions.
+func (s *Store) matchIDs(ctx context.Context, st *settings, p *plan, limit int) ([]string, error) {
 	var args sqlArgs
 	from := vectorFrom(st, p, &args)
 	extra, err := s.narrow(st, p, &args)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	var n int64
-	err = s.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1`+from+extra+` LIMIT `+args.add(limit)+`) x`, args...).Scan(&n)
-	return n, err
+	rows, err := s.pool.Query(ctx, `SELECT v.doc_id`+from+extra+` LIMIT `+args.add(limit), args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func vectorFrom(st *settings, p *plan, args *sqlArgs) string {
+	lit := doc.CollectionLiteral(st.collID) // so a declared index serves the filter
 	return ` FROM search_vectors v JOIN documents d ON d.collection_id = v.collection_id AND d.id = v.doc_id
-		WHERE v.collection_id = ` + args.add(st.collID) + ` AND v.field = ` + args.add(p.field.Name) + ` AND d.body IS NOT NULL`
+		WHERE v.collection_id = ` + lit + ` AND d.collection_id = ` + lit + ` AND v.field = ` + args.add(p.field.Name) + ` AND d.body IS NOT NULL`
 }
 
-// exactSearch scans every matching vector and keeps the want nearest.
-func (s *Store) exactSearch(ctx context.Context, st *settings, p *plan, q []float32, want int) ([]scored, error) {
-	var args sqlArgs
-	from := vectorFrom(st, p, &args)
-	extra, err := s.narrow(st, p, &args)
-	if err != nil {
-		return nil, err
+// topK keeps the want nearest of what it is given.
+type topK struct {
+	want int
+	h    farthest
+}
+
+func (t *topK) add(id string, d float32) {
+	switch {
+	case len(t.h) < t.want:
+		heap.Push(&t.h, scored{id, d})
+	case d < t.h[0].dist:
+		t.h[0] = scored{id, d}
+		heap.Fix(&t.h, 0)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT v.doc_id, v.vec`+from+extra, args...)
-	if err != nil {
-		return nil, err
-	}
+}
+
+func (t *topK) sorted() []scored {
+	out := []scored(t.h)
+	slices.SortFunc(out, func(a, b scored) int { return cmp.Or(cmp.Compare(a.dist, b.dist), cmp.Compare(a.id, b.id)) })
+	return out
+}
+
+// exactSearch computes the distance to every matching vector (those of ids, or all when
+// ids is nil) and keeps the want nearest. Vectors come from this node's in-memory index
+// when it is loaded (those it lacks, such as a write the feed has not brought yet, from
+// PostgreSQL), otherwise from PostgreSQL.
+func (s *Store) exactSearch(ctx context.Context, st *settings, p *plan, idx *vindex, q []float32, want int, ids []string) ([]scored, error) {
 	g := newHNSW(p.field.Dimension, p.field.Metric) // for its distance and normalization
 	pq := g.prepare(q)
-	top := &farthest{}
+	top := &topK{want: want}
+	if idx != nil && ids == nil {
+		// Everything in memory; the nearest are checked against PostgreSQL (a document
+		// deleted a moment ago may still be in the graph), asking for more if some are gone.
+		for ask := want; ; ask *= 2 {
+			top = &topK{want: ask}
+			for _, gr := range idx.graphs(nil) {
+				gr.each(func(key string, vec []float32) { top.add(key, g.distFunc(pq, vec)) })
+			}
+			cands := top.sorted()
+			hits := make([]hit, len(cands))
+			for i, c := range cands {
+				hits[i] = hit{key: c.id, dist: c.dist}
+			}
+			kept, err := s.keep(ctx, st, p, hits)
+			if err != nil || len(kept) >= want || len(cands) < ask {
+				return kept[:min(len(kept), want)], err
+			}
+		}
+	}
+	var missing []string
+	if idx != nil {
+		for _, id := range ids {
+			if vec, ok := idx.get(id); ok {
+				top.add(id, g.distFunc(pq, vec))
+			} else {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) == 0 {
+			return top.sorted(), nil
+		}
+		ids = missing
+	}
+	var args sqlArgs
+	sql := `SELECT v.doc_id, v.vec` + vectorFrom(st, p, &args)
+	if ids != nil {
+		sql += ` AND v.doc_id = ANY(` + args.add(ids) + `)`
+	}
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
 	var id string
 	var raw []byte
 	_, err = pgx.ForEachRow(rows, []any{&id, &raw}, func() error {
-		if len(raw) != 4*p.field.Dimension {
-			return nil
-		}
-		d := g.distFunc(pq, g.prepare(decodeVector(raw)))
-		if top.Len() < want {
-			heap.Push(top, scored{id, d})
-		} else if d < (*top)[0].dist {
-			(*top)[0] = scored{id, d}
-			heap.Fix(top, 0)
+		if len(raw) == 4*p.field.Dimension {
+			top.add(id, g.distFunc(pq, g.prepare(decodeVector(raw))))
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := []scored(*top)
-	slices.SortFunc(out, func(a, b scored) int { return cmp.Or(cmp.Compare(a.dist, b.dist), cmp.Compare(a.id, b.id)) })
-	return out, nil
+	return top.sorted(), nil
 }
 
 // farthest is a max-heap by distance: the top is the worst kept.
@@ -231,7 +295,7 @@ func (s *Store) keep(ctx context.Context, st *settings, p *plan, cands []hit) ([
 		ids[i] = c.key
 	}
 	var args sqlArgs
-	sql := `SELECT d.id FROM documents d WHERE d.collection_id = ` + args.add(st.collID) + ` AND d.id = ANY(` + args.add(ids) + `) AND d.body IS NOT NULL`
+	sql := `SELECT d.id FROM documents d WHERE d.collection_id = ` + doc.CollectionLiteral(st.collID) + ` AND d.id = ANY(` + args.add(ids) + `) AND d.body IS NOT NULL`
 	extra, err := s.narrow(st, p, &args)
 	if err != nil {
 		return nil, err

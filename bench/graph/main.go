@@ -116,7 +116,7 @@ func load(ctx context.Context, s *strata.Strata, sys context.Context, tenant, co
 		log.Fatal(err)
 	}
 	start := time.Now()
-	rep, err := s.Docs().DocImport(sys, tenant, coll, generate(func(w io.Writer) {
+	rep, err := s.Docs().DocImport(sys, tenant, coll, harness.Generate(func(w io.Writer) {
 		for i := range n {
 			fmt.Fprintf(w, `{"id": "%d", "data": {"i": %d, "group": %d}}`+"\n", i, i, i%100)
 		}
@@ -126,7 +126,7 @@ func load(ctx context.Context, s *strata.Strata, sys context.Context, tenant, co
 	}
 	docsTook := time.Since(start)
 	start = time.Now()
-	erep, err := s.Graph().EdgeImport(sys, tenant, generate(func(w io.Writer) {
+	erep, err := s.Graph().EdgeImport(sys, tenant, harness.Generate(func(w io.Writer) {
 		for i := range from {
 			fmt.Fprintf(w, `{"type": %q, "from": "%s/%d", "to": "%s/%d"}`+"\n", typ, coll, from[i], coll, to[i])
 		}
@@ -157,39 +157,6 @@ func load(ctx context.Context, s *strata.Strata, sys context.Context, tenant, co
 	}
 	fmt.Println()
 	exec(ctx, s, `VACUUM ANALYZE`) // as autovacuum would after a bulk load: index-only scans need the visibility map
-}
-
-// generate streams what write produces.
-func generate(write func(w io.Writer)) io.Reader {
-	pr, pw := io.Pipe()
-	go func() {
-		bw := newBuffered(pw)
-		write(bw)
-		_ = bw.flush()
-		_ = pw.Close()
-	}()
-	return pr
-}
-
-type buffered struct {
-	w   io.Writer
-	buf []byte
-}
-
-func newBuffered(w io.Writer) *buffered { return &buffered{w: w, buf: make([]byte, 0, 1<<20)} }
-
-func (b *buffered) Write(p []byte) (int, error) {
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > 1<<20-4096 {
-		return len(p), b.flush()
-	}
-	return len(p), nil
-}
-
-func (b *buffered) flush() error {
-	_, err := b.w.Write(b.buf)
-	b.buf = b.buf[:0]
-	return err
 }
 
 func exec(ctx context.Context, s *strata.Strata, sql string) {

@@ -4,6 +4,7 @@
 package harness
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -192,4 +193,17 @@ func loadWithLatencies(name string, workers int, d time.Duration, op func(ctx co
 		all = append(all, l...)
 	}
 	return Result{Name: name, Ops: done.Load(), Elapsed: time.Since(start), Errors: failed.Load()}, all
+}
+
+// Generate streams what write produces (buffered, from its own goroutine), for imports of
+// generated data that would not fit in memory as one string.
+func Generate(write func(w io.Writer)) io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		bw := bufio.NewWriterSize(pw, 1<<20)
+		write(bw)
+		_ = bw.Flush()
+		_ = pw.Close()
+	}()
+	return pr
 }
