@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -359,6 +360,10 @@ func (s *Store) EdgeGet(ctx context.Context, tenant string, id int64) (Edge, err
 // EdgeUpdate replaces an edge's properties, or merges a patch into them (RFC 7396) with
 // merge set (write on graph:<type>). Ends and type never change: delete and create instead.
 func (s *Store) EdgeUpdate(ctx context.Context, tenant string, id int64, props json.RawMessage, merge bool, o *WriteOptions) (Edge, error) {
+	if len(bytes.TrimSpace(props)) == 0 {
+		// A lost body must not wipe the properties: clearing them is an explicit {}.
+		return Edge{}, problem.Invalid("empty_body", "send the properties as a JSON object ({} clears them)").WithField("body", "empty")
+	}
 	return s.write(ctx, tenant, id, "update", o, func(cur []byte) ([]byte, error) {
 		next := props
 		if merge {

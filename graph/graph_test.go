@@ -948,3 +948,19 @@ func TestHostileNodeRefs(t *testing.T) {
 		wantProblem(t, err, 400, "invalid_node")
 	}
 }
+
+// An update without a body is refused rather than taken as "no properties".
+func TestEmptyPropsUpdate(t *testing.T) {
+	t.Parallel()
+	e := setup(t, graph.Config{})
+	e.nodes(t, "n", 3)
+	ed := e.edge(t, "t", 1, 2, `{"w": 1}`)
+	for _, body := range []string{"", "  \n"} {
+		_, err := e.g.EdgeUpdate(e.ctx, e.Tenant, ed.ID, json.RawMessage(body), false, nil)
+		wantProblem(t, err, 400, "empty_body")
+	}
+	got, err := e.g.EdgeGet(e.ctx, e.Tenant, ed.ID)
+	if err != nil || string(got.Props) != `{"w": 1}` || got.Version != 1 {
+		t.Fatalf("after refused updates: %+v %v", got, err)
+	}
+}
