@@ -41,6 +41,24 @@ SELECT count(*), (SELECT count(*) FROM picked) FROM del`
 // call). A dead letter whose unique key a live job holds stays dead. It returns how many
 // were requeued.
 func (c *Client) DeadRetry(ctx context.Context, tenant, queue string, ids []JobID) (int, error) {
+	var n int
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		var err error
+		n, err = c.DeadRetryTx(ctx, tx, tenant, queue, ids)
+		return err
+	})
+	if err != nil {
+		return 0, db.Translate(err, "dead letters")
+	}
+	if ref, err := c.queues.get(ctx, tenant, queue, false); err == nil && n > 0 {
+		c.hub.wake(ref.ID, ref.Name) // this node's waiting claims, without waiting for the notification
+	}
+	return n, nil
+}
+
+// DeadRetryTx is DeadRetry inside the caller's transaction: the dead letters are
+// requeued, audited in tx, and workers on every node woken, only if tx commits.
+func (c *Client) DeadRetryTx(ctx context.Context, tx pgx.Tx, tenant, queue string, ids []JobID) (int, error) {
 	if err := c.authorize(ctx, tenant, queue, auth.PermWrite); err != nil {
 		return 0, err
 	}
@@ -56,7 +74,7 @@ func (c *Client) DeadRetry(ctx context.Context, tenant, queue string, ids []JobI
 		idArg = ids
 	}
 	var n int
-	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+	err = func() error {
 		var groups []string
 		rows, err := tx.Query(ctx, `SELECT DISTINCT group_key FROM job_history
 			WHERE queue_id = $1 AND state = 'dead' AND group_key IS NOT NULL AND ($2::bigint[] IS NULL OR id = ANY($2))`, ref.ID, idArg)
@@ -85,16 +103,31 @@ func (c *Client) DeadRetry(ctx context.Context, tenant, queue string, ids []JobI
 		}
 		return audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "queue.dead_retry", ResourceType: "queue", ResourceID: queue,
 			Details: map[string]any{"requeued": n, "skipped": picked - n}})
-	})
-	if err == nil && n > 0 {
-		c.hub.wake(ref.ID, ref.Name)
+	}()
+	if err != nil {
+		return 0, db.Translate(err, "dead letters")
 	}
-	return n, db.Translate(err, "dead letters")
+	return n, nil
 }
 
 // DeadPurge deletes dead letters of a queue (admin on the queue): those with the given
 // ids, or with none given every one. It returns how many were deleted.
 func (c *Client) DeadPurge(ctx context.Context, tenant, queue string, ids []JobID) (int64, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		var err error
+		n, err = c.DeadPurgeTx(ctx, tx, tenant, queue, ids)
+		return err
+	})
+	if err != nil {
+		return 0, db.Translate(err, "dead letters")
+	}
+	return n, nil
+}
+
+// DeadPurgeTx is DeadPurge inside the caller's transaction: the dead letters are
+// deleted, audited in tx, only if tx commits.
+func (c *Client) DeadPurgeTx(ctx context.Context, tx pgx.Tx, tenant, queue string, ids []JobID) (int64, error) {
 	if err := c.authorize(ctx, tenant, queue, auth.PermAdmin); err != nil {
 		return 0, err
 	}
@@ -109,16 +142,16 @@ func (c *Client) DeadPurge(ctx context.Context, tenant, queue string, ids []JobI
 	if ids != nil {
 		idArg = ids
 	}
-	var n int64
-	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM job_history WHERE queue_id = $1 AND state = 'dead' AND ($2::bigint[] IS NULL OR id = ANY($2))`,
-			ref.ID, idArg)
-		if err != nil {
-			return err
-		}
-		n = tag.RowsAffected()
-		return audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "queue.dead_purge", ResourceType: "queue", ResourceID: queue,
-			Details: map[string]any{"deleted": n}})
-	})
-	return n, db.Translate(err, "dead letters")
+	tag, err := tx.Exec(ctx, `DELETE FROM job_history WHERE queue_id = $1 AND state = 'dead' AND ($2::bigint[] IS NULL OR id = ANY($2))`,
+		ref.ID, idArg)
+	if err != nil {
+		return 0, db.Translate(err, "dead letters")
+	}
+	n := tag.RowsAffected()
+	err = audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "queue.dead_purge", ResourceType: "queue", ResourceID: queue,
+		Details: map[string]any{"deleted": n}})
+	if err != nil {
+		return 0, db.Translate(err, "dead letters")
+	}
+	return n, nil
 }

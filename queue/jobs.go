@@ -173,6 +173,15 @@ SELECT state::text FROM gone`
 // lease (its next heartbeat or settling call says so). A finished job answers 409
 // job_finished.
 func (c *Client) JobCancel(ctx context.Context, tenant, queue string, id JobID) error {
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error { return c.JobCancelTx(ctx, tx, tenant, queue, id) })
+	return db.Translate(err, "job")
+}
+
+// JobCancelTx is JobCancel inside the caller's transaction: the job is cancelled (and
+// the next job of its FIFO group becomes runnable) only if tx commits; until then the
+// job's row stays locked. The cancellation is audited in tx. Metrics count it when the
+// call returns, whether or not tx commits.
+func (c *Client) JobCancelTx(ctx context.Context, tx pgx.Tx, tenant, queue string, id JobID) error {
 	if err := c.authorize(ctx, tenant, queue, auth.PermWrite); err != nil {
 		return err
 	}
@@ -180,44 +189,48 @@ func (c *Client) JobCancel(ctx context.Context, tenant, queue string, id JobID) 
 	if err != nil {
 		return err
 	}
-	group, ok, err := c.lookupGroup(ctx, ref, id)
+	var group *string
+	err = tx.QueryRow(ctx, `SELECT group_key FROM jobs WHERE id = $1 AND queue_id = $2`, id, ref.ID).Scan(&group)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return notLiveIn(ctx, tx, ref, id)
+	}
 	if err != nil {
 		return db.Translate(err, "job")
 	}
-	if !ok {
-		return c.notLive(ctx, ref, id)
+	if group != nil {
+		if err := lockGroups(ctx, tx, ref.ID, []string{*group}); err != nil {
+			return db.Translate(err, "job")
+		}
 	}
 	var state string
-	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		if group != nil {
-			if err := lockGroups(ctx, tx, ref.ID, []string{*group}); err != nil {
-				return err
-			}
-		}
-		if err := tx.QueryRow(ctx, cancelSQL, id, ref.ID, c.keep).Scan(&state); err != nil {
-			return err
-		}
-		if group != nil {
-			if _, err := promote(ctx, tx, []int64{ref.ID}, []string{*group}); err != nil {
-				return err
-			}
-		}
-		return audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "queue.job_cancel", ResourceType: "queue", ResourceID: queue,
-			Details: map[string]any{"job": id.String(), "state": state}})
-	})
+	err = tx.QueryRow(ctx, cancelSQL, id, ref.ID, c.keep).Scan(&state)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return c.notLive(ctx, ref, id)
+		return notLiveIn(ctx, tx, ref, id)
 	}
-	if err == nil {
-		c.metrics.finished(ref, "cancelled", 0)
+	if err != nil {
+		return db.Translate(err, "job")
 	}
-	return db.Translate(err, "job")
+	if group != nil {
+		if _, err := promote(ctx, tx, []int64{ref.ID}, []string{*group}); err != nil {
+			return db.Translate(err, "job")
+		}
+	}
+	err = audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "queue.job_cancel", ResourceType: "queue", ResourceID: queue,
+		Details: map[string]any{"job": id.String(), "state": state}})
+	if err != nil {
+		return db.Translate(err, "job")
+	}
+	c.metrics.finished(ref, "cancelled", 0)
+	return nil
 }
 
-// notLive answers for a job not in the hot table: 409 job_finished or 404.
-func (c *Client) notLive(ctx context.Context, ref queueRef, id JobID) error {
+// notLiveIn answers for a job not in the hot table, querying through q: 409 job_finished
+// or 404.
+func notLiveIn(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, ref queueRef, id JobID) error {
 	var state string
-	err := c.pool.QueryRow(ctx, `SELECT state FROM job_history WHERE id = $1 AND queue_id = $2`, id, ref.ID).Scan(&state)
+	err := q.QueryRow(ctx, `SELECT state FROM job_history WHERE id = $1 AND queue_id = $2`, id, ref.ID).Scan(&state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return jobNotFound(id)
 	}

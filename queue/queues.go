@@ -100,20 +100,37 @@ type QueueSettings struct {
 // does not exist yet, and answers the queue. Every node applies the change to its next
 // claim.
 func (c *Client) QueueUpdate(ctx context.Context, tenant, queue string, s QueueSettings) (QueueInfo, error) {
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error { return c.QueueUpdateTx(ctx, tx, tenant, queue, s) })
+	if err != nil {
+		return QueueInfo{}, db.Translate(err, "queue")
+	}
+	if s.Paused != nil && !*s.Paused {
+		if ref, err := c.queues.get(ctx, tenant, queue, false); err == nil {
+			c.hub.wake(ref.ID, ref.Name) // this node's waiting claims, without waiting for the notification
+		}
+	}
+	return c.queueGet(ctx, tenant, queue)
+}
+
+// QueueUpdateTx is QueueUpdate inside the caller's transaction: the settings change,
+// audited in tx, only if tx commits, and every node applies them from then on. Read the
+// queue with QueueGet after committing. (The queue itself is created at once, outside
+// tx, when it does not exist yet.)
+func (c *Client) QueueUpdateTx(ctx context.Context, tx pgx.Tx, tenant, queue string, s QueueSettings) error {
 	if err := c.authorize(ctx, tenant, queue, auth.PermAdmin); err != nil {
-		return QueueInfo{}, err
+		return err
 	}
 	for _, v := range []struct {
 		p *int
 		f string
 	}{{s.MaxRunning, "max_running"}, {s.MaxStartsPerSecond, "max_starts_per_second"}} {
 		if v.p != nil && (*v.p < 0 || *v.p > 1000000) {
-			return QueueInfo{}, problem.Unprocessable("invalid_limit", "%s is 0 (none) to 1000000", v.f).WithField(v.f, "out of range")
+			return problem.Unprocessable("invalid_limit", "%s is 0 (none) to 1000000", v.f).WithField(v.f, "out of range")
 		}
 	}
 	ref, err := c.queues.get(ctx, tenant, queue, true)
 	if err != nil {
-		return QueueInfo{}, err
+		return err
 	}
 	limit := func(p *int) (set bool, v *int) {
 		if p == nil {
@@ -126,7 +143,7 @@ func (c *Client) QueueUpdate(ctx context.Context, tenant, queue string, s QueueS
 	}
 	setRun, run := limit(s.MaxRunning)
 	setRate, rate := limit(s.MaxStartsPerSecond)
-	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+	err = func() error {
 		tag, err := tx.Exec(ctx, `UPDATE queues SET paused = coalesce($2, paused),
 				max_running = CASE WHEN $3 THEN $4 ELSE max_running END,
 				max_starts_per_second = CASE WHEN $5 THEN $6 ELSE max_starts_per_second END,
@@ -135,7 +152,8 @@ func (c *Client) QueueUpdate(ctx context.Context, tenant, queue string, s QueueS
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() == 0 {
+		if tag.RowsAffected() == 0 { // deleted (with its tenant) since the cache named it
+			c.queues.forgetRef(ref)
 			return queueNotFound(queue)
 		}
 		details := map[string]any{}
@@ -160,17 +178,8 @@ func (c *Client) QueueUpdate(ctx context.Context, tenant, queue string, s QueueS
 			_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelJobs, notifyPayload(ref.ID, ref.Name))
 		}
 		return err
-	})
-	if err != nil {
-		if errors.Is(err, errQueueGone) {
-			c.queues.forgetRef(ref)
-		}
-		return QueueInfo{}, db.Translate(err, "queue")
-	}
-	if s.Paused != nil && !*s.Paused {
-		c.hub.wake(ref.ID, ref.Name)
-	}
-	return c.queueGet(ctx, tenant, queue)
+	}()
+	return db.Translate(err, "queue")
 }
 
 // QueuePause stops claims from a queue on every node (admin on the queue).

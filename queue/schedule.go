@@ -80,6 +80,23 @@ func scanSchedule(r pgx.CollectableRow) (Schedule, error) {
 // next tick on, one job per tick is pushed across all nodes. A tick missed while no node
 // ran is pushed once, late; older missed ticks are skipped. created reports a new one.
 func (c *Client) ScheduleSet(ctx context.Context, tenant, queue, name string, in ScheduleInput) (Schedule, bool, error) {
+	var s Schedule
+	var created bool
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		var err error
+		s, created, err = c.ScheduleSetTx(ctx, tx, tenant, queue, name, in)
+		return err
+	})
+	if err != nil {
+		return Schedule{}, false, db.Translate(err, "schedule")
+	}
+	return s, created, nil
+}
+
+// ScheduleSetTx is ScheduleSet inside the caller's transaction: the schedule changes,
+// audited in tx, only if tx commits. (The queue itself is created at once, outside tx,
+// when it does not exist yet.)
+func (c *Client) ScheduleSetTx(ctx context.Context, tx pgx.Tx, tenant, queue, name string, in ScheduleInput) (Schedule, bool, error) {
 	if err := c.authorize(ctx, tenant, queue, auth.PermAdmin); err != nil {
 		return Schedule{}, false, err
 	}
@@ -100,7 +117,7 @@ func (c *Client) ScheduleSet(ctx context.Context, tenant, queue, name string, in
 	}
 	var s Schedule
 	var created bool
-	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+	err = func() error {
 		rows, err := tx.Query(ctx, `INSERT INTO queue_schedules (tenant_id, queue, name, spec, kind, payload, priority, max_attempts, paused, next_run_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 			ON CONFLICT (tenant_id, queue, name) DO UPDATE SET spec = $4, kind = $5, payload = $6, priority = $7, max_attempts = $8,
@@ -123,8 +140,11 @@ func (c *Client) ScheduleSet(ctx context.Context, tenant, queue, name string, in
 		}
 		return audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "queue.schedule_set", ResourceType: "queue", ResourceID: queue,
 			Details: map[string]any{"schedule": name, "spec": in.Spec, "kind": in.Kind, "paused": in.Paused}})
-	})
-	return s, created, db.Translate(err, "schedule")
+	}()
+	if err != nil {
+		return Schedule{}, false, db.Translate(err, "schedule")
+	}
+	return s, created, nil
 }
 
 // ScheduleList lists a queue's periodic jobs by name (read on the queue).
@@ -144,21 +164,25 @@ func (c *Client) ScheduleList(ctx context.Context, tenant, queue string) ([]Sche
 // ScheduleDelete deletes a queue's periodic job (admin on the queue); jobs it pushed
 // stay.
 func (c *Client) ScheduleDelete(ctx context.Context, tenant, queue, name string) error {
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error { return c.ScheduleDeleteTx(ctx, tx, tenant, queue, name) })
+	return db.Translate(err, "schedule")
+}
+
+// ScheduleDeleteTx is ScheduleDelete inside the caller's transaction: the schedule is
+// deleted, audited in tx, only if tx commits.
+func (c *Client) ScheduleDeleteTx(ctx context.Context, tx pgx.Tx, tenant, queue, name string) error {
 	if err := c.authorize(ctx, tenant, queue, auth.PermAdmin); err != nil {
 		return err
 	}
-	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM queue_schedules WHERE tenant_id = $1 AND queue = $2 AND name = $3`, tenant, queue, name)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return problem.NotFound("schedule_not_found", "schedule %q not found", name)
-		}
-		return audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "queue.schedule_delete", ResourceType: "queue", ResourceID: queue,
-			Details: map[string]any{"schedule": name}})
-	})
-	return db.Translate(err, "schedule")
+	tag, err := tx.Exec(ctx, `DELETE FROM queue_schedules WHERE tenant_id = $1 AND queue = $2 AND name = $3`, tenant, queue, name)
+	if err != nil {
+		return db.Translate(err, "schedule")
+	}
+	if tag.RowsAffected() == 0 {
+		return problem.NotFound("schedule_not_found", "schedule %q not found", name)
+	}
+	return db.Translate(audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "queue.schedule_delete", ResourceType: "queue",
+		ResourceID: queue, Details: map[string]any{"schedule": name}}), "schedule")
 }
 
 // schedule pushes one job for each due tick of every schedule, and moves the schedule

@@ -73,6 +73,11 @@ RETURNING j.id, j.queue_id, j.group_key, coalesce(now() - j.started_at, '0')`
 // groups have their groups locked first and their successors promoted, in one
 // transaction; a batch without groups is one statement.
 func (c *Client) finish(ctx context.Context, state string, items []settlement) ([]settled, error) {
+	return c.finishIn(ctx, nil, state, items)
+}
+
+// finishIn is finish within tx, or in its own transaction (or statement) when tx is nil.
+func (c *Client) finishIn(ctx context.Context, tx pgx.Tx, state string, items []settlement) ([]settled, error) {
 	n := len(items)
 	ids, attempts, owners := make([]int64, n), make([]int32, n), make([]string, n)
 	results, errs := make([][]byte, n), make([][]byte, n)
@@ -100,20 +105,31 @@ func (c *Client) finish(ctx context.Context, state string, items []settlement) (
 			return s, err
 		})
 	}
-	if !anyGroup {
+	if !anyGroup && tx == nil {
 		return run(c.pool)
+	}
+	grouped := func(tx pgx.Tx) ([]settled, error) {
+		if !anyGroup {
+			return run(tx)
+		}
+		qs, gs := uniqueGroups(queues, groups)
+		if err := lockGroupPairs(ctx, tx, qs, gs); err != nil {
+			return nil, err
+		}
+		out, err := run(tx)
+		if err != nil {
+			return nil, err
+		}
+		_, err = promote(ctx, tx, qs, gs)
+		return out, err
+	}
+	if tx != nil {
+		return grouped(tx)
 	}
 	var out []settled
 	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		qs, gs := uniqueGroups(queues, groups)
-		if err := lockGroupPairs(ctx, tx, qs, gs); err != nil {
-			return err
-		}
 		var err error
-		if out, err = run(tx); err != nil {
-			return err
-		}
-		_, err = promote(ctx, tx, qs, gs)
+		out, err = grouped(tx)
 		return err
 	})
 	return out, err
@@ -149,8 +165,15 @@ func (c *Client) lookupGroup(ctx context.Context, ref queueRef, id JobID) (*stri
 // lost answers a transition that matched nothing: 404 when the queue never had the job,
 // 409 lease_lost otherwise.
 func (c *Client) lost(ctx context.Context, ref queueRef, id JobID) error {
+	return lostIn(ctx, c.pool, ref, id)
+}
+
+// lostIn is lost, querying through q.
+func lostIn(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, ref queueRef, id JobID) error {
 	var exists bool
-	err := c.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND queue_id = $2)
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND queue_id = $2)
 		OR EXISTS (SELECT 1 FROM job_history WHERE id = $1 AND queue_id = $2)`, id, ref.ID).Scan(&exists)
 	if err != nil {
 		return db.Translate(err, "job")
@@ -189,6 +212,49 @@ func (c *Client) JobComplete(ctx context.Context, tenant, queue string, cl Claim
 	}
 	c.metrics.finished(ref, "completed", done[0].ran)
 	c.slotFreed(ref)
+	return nil
+}
+
+// JobCompleteTx is JobComplete inside the caller's transaction: the completion (and the
+// next job of its FIFO group becoming runnable) takes effect only if tx commits, so a
+// handler's own writes and its job's completion commit together or not at all. If tx
+// rolls back the job stays running under its claim, to be completed, failed or, once its
+// lease runs out, re-delivered. A Worker's handler may call it with its job's Tenant,
+// Queue and Claim() and then return nil: the worker's own completion then changes nothing.
+// Metrics count the completion when the call returns, whether or not tx commits.
+func (c *Client) JobCompleteTx(ctx context.Context, tx pgx.Tx, tenant, queue string, cl Claim, result json.RawMessage) error {
+	ref, err := c.settleTarget(ctx, tenant, queue)
+	if err != nil {
+		return err
+	}
+	if len(result) > 0 && (!json.Valid(result) || len(result) > c.cfg.MaxPayloadBytes) {
+		return problem.Unprocessable("invalid_result", "a result is JSON of at most %d bytes", c.cfg.MaxPayloadBytes).WithField("result", "invalid")
+	}
+	var group *string
+	err = tx.QueryRow(ctx, `SELECT group_key FROM jobs WHERE id = $1 AND queue_id = $2`, cl.ID, ref.ID).Scan(&group)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return lostIn(ctx, tx, ref, cl.ID)
+	}
+	if err != nil {
+		return db.Translate(err, "job")
+	}
+	done, err := c.finishIn(ctx, tx, "completed", []settlement{{id: int64(cl.ID), attempt: int32(cl.Attempt), owner: cl.Lease,
+		result: result, group: group, queueID: ref.ID}})
+	if err != nil {
+		return db.Translate(err, "job")
+	}
+	if len(done) == 0 {
+		return lostIn(ctx, tx, ref, cl.ID)
+	}
+	// A limited queue's workers are woken when the commit opens a running slot. (Every
+	// statement here goes through tx: a handler holding a pool connection for tx must not
+	// need a second one, or handlers filling the pool would wait on each other forever.)
+	_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2) FROM queues
+		WHERE id = $3 AND (max_running IS NOT NULL OR max_starts_per_second IS NOT NULL)`, channelJobs, notifyPayload(ref.ID, ref.Name), ref.ID)
+	if err != nil {
+		return db.Translate(err, "job")
+	}
+	c.metrics.finished(ref, "completed", done[0].ran)
 	return nil
 }
 
@@ -236,6 +302,34 @@ func (c *Client) JobFail(ctx context.Context, tenant, queue string, cl Claim, ms
 	return dead, nil
 }
 
+// JobFailTx is JobFail inside the caller's transaction: the failed attempt is recorded
+// (a retry or a dead letter) only if tx commits; a rollback leaves the job running under
+// its claim. Metrics count it when the call returns, whether or not tx commits.
+func (c *Client) JobFailTx(ctx context.Context, tx pgx.Tx, tenant, queue string, cl Claim, msg string, o *FailOptions) (dead bool, err error) {
+	ref, err := c.settleTarget(ctx, tenant, queue)
+	if err != nil {
+		return false, err
+	}
+	var group *string
+	err = tx.QueryRow(ctx, `SELECT group_key FROM jobs WHERE id = $1 AND queue_id = $2`, cl.ID, ref.ID).Scan(&group)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, lostIn(ctx, tx, ref, cl.ID)
+	}
+	if err != nil {
+		return false, db.Translate(err, "job")
+	}
+	dead, held, err := c.failIn(ctx, tx, ref, cl, group, msg, o)
+	if err != nil {
+		return false, db.Translate(err, "job")
+	}
+	if !held {
+		return false, lostIn(ctx, tx, ref, cl.ID)
+	}
+	_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2) FROM queues
+		WHERE id = $3 AND (max_running IS NOT NULL OR max_starts_per_second IS NOT NULL)`, channelJobs, notifyPayload(ref.ID, ref.Name), ref.ID)
+	return dead, db.Translate(err, "job")
+}
+
 // backoff is the wait before the attempt after failed attempt n: min(base·2^(n-1), max),
 // less up to half of it at random.
 func (c *Client) backoff(n int) time.Duration {
@@ -258,6 +352,11 @@ SELECT (SELECT count(pg_notify($6, $7)) FROM u WHERE ready), (SELECT count(*) FR
 // fail records a failed attempt of a job held by cl: a retry when attempts remain (and
 // not o.Dead), else a dead letter. held is false when the claim no longer held it.
 func (c *Client) fail(ctx context.Context, ref queueRef, cl Claim, group *string, msg string, o *FailOptions) (dead, held bool, err error) {
+	return c.failIn(ctx, nil, ref, cl, group, msg, o)
+}
+
+// failIn is fail within tx, or outside any transaction when tx is nil.
+func (c *Client) failIn(ctx context.Context, tx pgx.Tx, ref queueRef, cl Claim, group *string, msg string, o *FailOptions) (dead, held bool, err error) {
 	if o == nil {
 		o = &FailOptions{}
 	}
@@ -268,8 +367,14 @@ func (c *Client) fail(ctx context.Context, ref queueRef, cl Claim, group *string
 			wait = c.backoff(cl.Attempt)
 		}
 		wait = max(wait, 0)
+		var q interface {
+			QueryRow(context.Context, string, ...any) pgx.Row
+		} = c.pool
+		if tx != nil {
+			q = tx
+		}
 		var notified, n int
-		err := c.pool.QueryRow(ctx, retrySQL, cl.ID, cl.Attempt, cl.Lease, wait, errJSON, channelJobs, notifyPayload(ref.ID, ref.Name)).
+		err := q.QueryRow(ctx, retrySQL, cl.ID, cl.Attempt, cl.Lease, wait, errJSON, channelJobs, notifyPayload(ref.ID, ref.Name)).
 			Scan(&notified, &n)
 		if err != nil || n == 1 {
 			if n == 1 {
@@ -279,7 +384,7 @@ func (c *Client) fail(ctx context.Context, ref queueRef, cl Claim, group *string
 		}
 	}
 	// Out of attempts (or told so): a dead letter — if the claim still holds the job.
-	done, err := c.finish(ctx, "dead", []settlement{{id: int64(cl.ID), attempt: int32(cl.Attempt), owner: cl.Lease, errJSON: errJSON,
+	done, err := c.finishIn(ctx, tx, "dead", []settlement{{id: int64(cl.ID), attempt: int32(cl.Attempt), owner: cl.Lease, errJSON: errJSON,
 		group: group, queueID: ref.ID}})
 	if err != nil || len(done) == 0 {
 		return false, false, err
@@ -305,11 +410,18 @@ FROM u`
 // requeue puts jobs held by their claims back to wait for delay without counting the
 // attempt (snooze, release), and returns those it requeued.
 func (c *Client) requeue(ctx context.Context, cls []Claim, delay time.Duration) ([]JobID, error) {
+	return requeueIn(ctx, c.pool, cls, delay)
+}
+
+// requeueIn is requeue, querying through q.
+func requeueIn(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, cls []Claim, delay time.Duration) ([]JobID, error) {
 	ids, attempts, owners := make([]int64, len(cls)), make([]int32, len(cls)), make([]string, len(cls))
 	for i, cl := range cls {
 		ids[i], attempts[i], owners[i] = int64(cl.ID), int32(cl.Attempt), cl.Lease
 	}
-	rows, err := c.pool.Query(ctx, requeueSQL, ids, attempts, owners, delay, channelJobs)
+	rows, err := q.Query(ctx, requeueSQL, ids, attempts, owners, delay, channelJobs)
 	if err != nil {
 		return nil, err
 	}
@@ -337,6 +449,26 @@ func (c *Client) JobSnooze(ctx context.Context, tenant, queue string, cl Claim, 
 	}
 	if len(ids) == 0 {
 		return c.lost(ctx, ref, cl.ID)
+	}
+	return nil
+}
+
+// JobSnoozeTx is JobSnooze inside the caller's transaction: the job goes back to wait
+// only if tx commits; a rollback leaves it running under its claim.
+func (c *Client) JobSnoozeTx(ctx context.Context, tx pgx.Tx, tenant, queue string, cl Claim, delay time.Duration) error {
+	ref, err := c.settleTarget(ctx, tenant, queue)
+	if err != nil {
+		return err
+	}
+	if delay < 0 || delay > 365*24*time.Hour {
+		return problem.Unprocessable("invalid_delay", "a snooze is 0 to 365 days").WithField("delay", "out of range")
+	}
+	ids, err := requeueIn(ctx, tx, []Claim{cl}, delay)
+	if err != nil {
+		return db.Translate(err, "job")
+	}
+	if len(ids) == 0 {
+		return lostIn(ctx, tx, ref, cl.ID)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stratadb/strata/internal/testworld"
 	"github.com/stratadb/strata/problem"
 	"github.com/stratadb/strata/queue"
@@ -115,6 +116,34 @@ func TestTenantWall(t *testing.T) {
 				return err
 			}
 		}},
+		{"complete tx", write, func() func(context.Context) error {
+			j := claimed()
+			return func(ctx context.Context) error {
+				tx, err := e.Pool.Begin(ctx)
+				if err != nil {
+					return err
+				}
+				defer func() { _ = tx.Rollback(ctx) }()
+				if err := e.q.JobCompleteTx(ctx, tx, e.Tenant, q, j.Claim(), nil); err != nil {
+					return err
+				}
+				return tx.Commit(ctx)
+			}
+		}},
+		{"cancel tx", write, func() func(context.Context) error {
+			id := job()
+			return func(ctx context.Context) error {
+				tx, err := e.Pool.Begin(ctx)
+				if err != nil {
+					return err
+				}
+				defer func() { _ = tx.Rollback(ctx) }()
+				if err := e.q.JobCancelTx(ctx, tx, e.Tenant, q, id); err != nil {
+					return err
+				}
+				return tx.Commit(ctx)
+			}
+		}},
 		{"cancel", write, func() func(context.Context) error {
 			id := job()
 			return func(ctx context.Context) error { return e.q.JobCancel(ctx, e.Tenant, q, id) }
@@ -182,6 +211,59 @@ func TestTenantWall(t *testing.T) {
 			}
 			return func(ctx context.Context) error { return e.q.ScheduleDelete(ctx, e.Tenant, q, "gone") }
 		}},
+		{"fail tx", write, func() func(context.Context) error {
+			j := claimed()
+			return func(ctx context.Context) error {
+				return inTx(ctx, e, func(tx pgx.Tx) error {
+					_, err := e.q.JobFailTx(ctx, tx, e.Tenant, q, j.Claim(), "x", nil)
+					return err
+				})
+			}
+		}},
+		{"snooze tx", write, func() func(context.Context) error {
+			j := claimed()
+			return func(ctx context.Context) error {
+				return inTx(ctx, e, func(tx pgx.Tx) error { return e.q.JobSnoozeTx(ctx, tx, e.Tenant, q, j.Claim(), time.Second) })
+			}
+		}},
+		{"queue update tx", admin, noPrep(func(ctx context.Context) error {
+			n := 0
+			return inTx(ctx, e, func(tx pgx.Tx) error {
+				return e.q.QueueUpdateTx(ctx, tx, e.Tenant, q, queue.QueueSettings{MaxRunning: &n})
+			})
+		})},
+		{"dead retry tx", write, func() func(context.Context) error {
+			id := dead()
+			return func(ctx context.Context) error {
+				return inTx(ctx, e, func(tx pgx.Tx) error {
+					_, err := e.q.DeadRetryTx(ctx, tx, e.Tenant, q, []queue.JobID{id})
+					return err
+				})
+			}
+		}},
+		{"dead purge tx", admin, func() func(context.Context) error {
+			id := dead()
+			return func(ctx context.Context) error {
+				return inTx(ctx, e, func(tx pgx.Tx) error {
+					_, err := e.q.DeadPurgeTx(ctx, tx, e.Tenant, q, []queue.JobID{id})
+					return err
+				})
+			}
+		}},
+		{"schedule set tx", admin, noPrep(func(ctx context.Context) error {
+			return inTx(ctx, e, func(tx pgx.Tx) error {
+				_, _, err := e.q.ScheduleSetTx(ctx, tx, e.Tenant, q, "stx", queue.ScheduleInput{Spec: "@hourly", Kind: "k"})
+				return err
+			})
+		})},
+		{"schedule delete tx", admin, func() func(context.Context) error {
+			if _, _, err := e.q.ScheduleSet(owner, e.Tenant, q, "gonetx", queue.ScheduleInput{Spec: "@hourly", Kind: "k"}); err != nil {
+				t.Fatal(err)
+			}
+			return func(ctx context.Context) error {
+				return inTx(ctx, e, func(tx pgx.Tx) error { return e.q.ScheduleDeleteTx(ctx, tx, e.Tenant, q, "gonetx") })
+			}
+		}},
 		{"worker start", write, noPrep(func(ctx context.Context) error {
 			w := e.q.NewWorker(queue.WorkerConfig{Tenant: e.Tenant, Queues: map[string]int{"wall-worker": 1}})
 			if err := w.Start(ctx); err != nil {
@@ -234,6 +316,11 @@ func TestTenantWall(t *testing.T) {
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("other tenant's claim: %d %v", len(jobs), err)
 	}
+}
+
+// inTx runs fn in a transaction of the test's pool and commits it.
+func inTx(ctx context.Context, e *env, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, e.Pool, fn)
 }
 
 func noPrep(call func(context.Context) error) func() func(context.Context) error {
