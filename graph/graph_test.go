@@ -964,3 +964,22 @@ func TestEmptyPropsUpdate(t *testing.T) {
 		t.Fatalf("after refused updates: %+v %v", got, err)
 	}
 }
+
+// A limit on all paths keeps the shortest: here the depth-first order meets the long path
+// (0 → 1 → 2 → 4) before the short one (0 → 3 → 4).
+func TestAllPathsShortestFirstUnderLimit(t *testing.T) {
+	t.Parallel()
+	e := setup(t, graph.Config{})
+	e.nodes(t, "n", 5)
+	for _, p := range [][2]int{{0, 1}, {1, 2}, {2, 4}, {0, 3}, {3, 4}} {
+		e.edge(t, "t", p[0], p[1], "")
+	}
+	r, err := e.g.AllPaths(e.ctx, e.Tenant, ref("n", 0), ref("n", 4), graph.Options{Limit: 1, MaxDepth: 5})
+	if err != nil || len(r.Paths) != 1 || len(r.Paths[0].Edges) != 2 || !r.Truncated {
+		t.Fatalf("limit 1: %+v %v", r, err)
+	}
+	r, err = e.g.AllPaths(e.ctx, e.Tenant, ref("n", 0), ref("n", 4), graph.Options{Limit: 2, MaxDepth: 5})
+	if err != nil || len(r.Paths) != 2 || len(r.Paths[0].Edges) != 2 || len(r.Paths[1].Edges) != 3 || r.Truncated {
+		t.Fatalf("limit 2: %+v %v", r, err)
+	}
+}

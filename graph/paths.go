@@ -354,43 +354,52 @@ func (w *walker) allPaths(ctx context.Context, a, b int64, dir Direction, maxDep
 			return cmp.Compare(x.edge, y.edge)
 		})
 	}
+	// Depth-first, once per length from the shortest up, so the paths come shortest first
+	// and a limit cuts the longest; one path beyond the limit tells that some were cut.
 	var out []walk
-	truncated := false
 	onPath := map[int64]bool{a: true}
 	path := walk{nodes: []int64{a}}
-	var dfs func(u int64) error
-	dfs = func(u int64) error {
+	var dfs func(u int64, length int) error
+	dfs = func(u int64, length int) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		for _, h := range adj[u] {
 			d, ok := dist[h.to]
-			if !ok || d.denied || onPath[h.to] || len(path.edges)+1+d.depth > maxDepth {
+			if !ok || d.denied || onPath[h.to] || len(path.edges)+1+d.depth > length {
 				continue
-			}
-			if len(out) == limit {
-				truncated = true
-				return nil
 			}
 			path.nodes = append(path.nodes, h.to)
 			path.edges = append(path.edges, h.edge)
 			path.types = append(path.types, h.typ)
 			if h.to == b {
-				out = append(out, walk{nodes: slices.Clone(path.nodes), edges: slices.Clone(path.edges), types: slices.Clone(path.types)})
+				if len(path.edges) == length {
+					out = append(out, walk{nodes: slices.Clone(path.nodes), edges: slices.Clone(path.edges), types: slices.Clone(path.types)})
+				}
 			} else {
 				onPath[h.to] = true
-				if err := dfs(h.to); err != nil {
+				err := dfs(h.to, length)
+				delete(onPath, h.to)
+				if err != nil {
 					return err
 				}
-				delete(onPath, h.to)
 			}
 			path.nodes = path.nodes[:len(path.nodes)-1]
 			path.edges = path.edges[:len(path.edges)-1]
 			path.types = path.types[:len(path.types)-1]
+			if len(out) > limit {
+				return nil
+			}
 		}
 		return nil
 	}
-	err := dfs(a)
-	slices.SortStableFunc(out, func(x, y walk) int { return len(x.edges) - len(y.edges) })
-	return out, truncated, err
+	for length := max(1, dist[a].depth); length <= maxDepth && len(out) <= limit; length++ {
+		if err := dfs(a, length); err != nil {
+			return nil, false, err
+		}
+	}
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
 }
