@@ -85,14 +85,21 @@ func startExternal(ctx context.Context, s *Service) (*external, error) {
 			return c, nil
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-			e.up.Store(true)
+			// Up means subscribed (SUBACK received), not merely connected: only then does
+			// the broker route devices' messages to this node.
 			go func() {
 				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
-				if _, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1},
-					{Topic: sysDropped, QoS: 0}}}); err != nil && ctx.Err() == nil {
-					s.log.Warn("series: subscribing on the external broker failed", "filter", filter, "err", err)
+				sa, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1},
+					{Topic: sysDropped, QoS: 0}}})
+				// A broker may refuse $SYS (its ACLs) and still grant the device topics.
+				if err != nil && (sa == nil || len(sa.Reasons) == 0 || sa.Reasons[0] >= 0x80) {
+					if ctx.Err() == nil {
+						s.log.Warn("series: subscribing on the external broker failed", "filter", filter, "err", err)
+					}
+					return
 				}
+				e.up.Store(true)
 			}()
 		},
 		OnConnectionDown: func() bool {

@@ -24,12 +24,11 @@ func TestExternalBrokerSharedSubscription(t *testing.T) {
 	a := startEnv(t, w, series.Config{BrokerURL: url, BrokerClientID: "node-a", NodeID: "node-a"})
 	b := startEnv(t, w, series.Config{BrokerURL: url, BrokerClientID: "node-b", NodeID: "node-b"})
 	d, cred, key := a.device(climate("hall"))
-	eventually(t, "both nodes subscribed", func() bool {
+	eventually(t, "both nodes subscribed", func() bool { // up: the SUBACK has come
 		sa, _ := a.svc.Stats(w.As(testworld.Owner), w.Tenant)
 		sb, _ := b.svc.Stats(w.As(testworld.Owner), w.Tenant)
 		return sa.Node.ExternalUp && sb.Node.ExternalUp
 	})
-	time.Sleep(200 * time.Millisecond) // the SUBSCRIBE follows the connection
 
 	const n = 600
 	ctx := context.Background()
@@ -78,7 +77,6 @@ func TestExternalBrokerRejects(t *testing.T) {
 	e := newEnv(t, series.Config{BrokerURL: "mqtt://" + mq.Addr, BrokerClientID: "node-" + t.Name()})
 	d, cred, key := e.device(climate("hall"))
 	eventually(t, "subscribed", func() bool { st, _ := e.svc.Stats(e.w.As(testworld.Owner), e.w.Tenant); return st.Node.ExternalUp })
-	time.Sleep(200 * time.Millisecond)
 	ctx := context.Background()
 	pub, err := mqttpub.Dial(ctx, mq.Addr, "mallory", "", "", 10)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -291,11 +290,6 @@ func TestPostgresRestartMidStream(t *testing.T) {
 		t.Fatal("PostgreSQL was not restarted")
 	}
 	stop()
-	<-done
-	time.Sleep(200 * time.Millisecond) // the last acknowledgements in flight
+	<-done // the publisher's connection is closed: no acknowledgement can arrive after this
 	checkAcked(t, acks, storedNumbers(t, context.Background(), url, d.ID))
-	if n := s.Series(); n == nil {
-		t.Fatal("no series")
-	}
-	_ = fmt.Sprint()
 }

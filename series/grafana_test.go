@@ -158,9 +158,16 @@ func TestGrafanaDashboardQueries(t *testing.T) {
 	for _, r := range results[5] {
 		sum += toFloat(r[1])
 	}
-	if want := float64(2 * 6 * 6); sum != want { // 6 hours of a reading every 10 minutes, 2 metrics; BETWEEN includes the end
-		if sum != want+2 {
-			t.Errorf("readings ingested over 6 hours: %v, want %v", sum, want)
+	// 6 hours of a reading every 10 minutes, 2 metrics: from is on a reading, to is not.
+	if want := float64(2 * 6 * 6); sum != want {
+		t.Errorf("readings ingested over 6 hours: %v, want %v", sum, want)
+	}
+	if rows := results[6]; len(rows) != 2*6*6 {
+		t.Errorf("raw readings over 6 hours: %d rows, want %d", len(rows), 2*6*6)
+	}
+	for _, r := range results[4] {
+		if r[1] == "humidity min" && toFloat(r[2]) != 50 {
+			t.Errorf("minimum humidity %v", r)
 		}
 	}
 	for _, r := range results[3] {

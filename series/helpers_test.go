@@ -144,10 +144,11 @@ func publish(t testing.TB, c *paho.Client, topic string, payload []byte) byte {
 	return r.ReasonCode
 }
 
-// eventually polls cond every 10ms for up to 10s.
+// eventually polls cond every 10ms for up to 60s (generous: CI runs every package at once
+// on 2 cores; a condition that holds returns at once).
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

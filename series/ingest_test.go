@@ -173,7 +173,7 @@ func TestLiveStreams(t *testing.T) {
 	}
 	got := func(sub *series.Subscription, n int) []series.Event {
 		var evs []series.Event
-		timeout := time.After(5 * time.Second)
+		timeout := time.After(30 * time.Second)
 		for len(evs) < n {
 			select {
 			case batch := <-sub.C:

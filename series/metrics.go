@@ -59,7 +59,7 @@ func newMetrics() *metrics {
 var (
 	descQueue       = prometheus.NewDesc("strata_series_queue_messages", "Messages waiting for commit now, and the queue's capacity (state=capacity).", []string{"state"}, nil)
 	descClients     = prometheus.NewDesc("strata_series_mqtt_clients", "Clients connected to the embedded MQTT broker.", nil, nil)
-	descBroker      = prometheus.NewDesc("strata_series_external_broker_up", "1 while the external MQTT broker connection is up.", nil, nil)
+	descBroker      = prometheus.NewDesc("strata_series_external_broker_up", "1 while this node is connected to the external MQTT broker and subscribed.", nil, nil)
 	descBrokerDrops = prometheus.NewDesc("strata_series_external_broker_dropped",
 		"Messages the external broker reports having dropped ($SYS/broker/publish/messages/dropped: its queue limits), as last reported.", nil, nil)
 )

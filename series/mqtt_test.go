@@ -1,7 +1,6 @@
 package series_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -84,5 +83,4 @@ func TestEmbeddedBrokerIngest(t *testing.T) {
 	if len(latest.Values) != 2 || latest.Values[0].Metric != "humidity" || latest.Values[1].Value != 21.5 {
 		t.Fatalf("latest %+v", latest)
 	}
-	_ = context.Background()
 }

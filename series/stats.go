@@ -32,7 +32,7 @@ type NodeStats struct {
 	QueueCapacity int    `json:"queue_capacity"`
 	MQTTAddr      string `json:"mqtt_addr,omitempty" doc:"The embedded broker's address, when it runs."`
 	MQTTClients   int64  `json:"mqtt_clients"`
-	ExternalUp    bool   `json:"external_broker_up"`
+	ExternalUp    bool   `json:"external_broker_up" doc:"Connected to the external broker and subscribed (SUBACK received)."`
 	Redis         bool   `json:"redis" doc:"Latest values are cached in Redis (else in-process)."`
 }
 

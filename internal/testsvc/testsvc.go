@@ -76,7 +76,7 @@ func (p *Process) Start() {
 		p.t.Fatalf("starting %s: %v", p.bin, err)
 	}
 	p.cmd = cmd
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // generous: CI runs every package at once on 2 cores
 	for {
 		c, err := (&net.Dialer{Timeout: 200 * time.Millisecond}).DialContext(p.t.Context(), "tcp", p.Addr)
 		if err == nil {
