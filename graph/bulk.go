@@ -64,7 +64,8 @@ type edgeImporter struct {
 	rep    doc.ImportReport
 	now    time.Time
 
-	types    map[string]*EdgeType
+	tx       pgx.Tx
+	types    map[string]*EdgeType // as locked in tx (see lockTypeRow)
 	typeErrs map[string]error
 	colls    map[string]string // collection name → id
 	collErrs map[string]error
@@ -80,6 +81,7 @@ type importLine struct {
 }
 
 func (imp *edgeImporter) run(ctx context.Context, tx pgx.Tx) error {
+	imp.tx = tx
 	if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&imp.now); err != nil {
 		return err
 	}
@@ -190,6 +192,9 @@ func (imp *edgeImporter) typ(ctx context.Context, name string) (*EdgeType, error
 			return nil, err
 		}
 		imp.typeErrs[name] = err
+		return nil, err
+	}
+	if t, err = lockTypeRow(ctx, imp.tx, t); err != nil {
 		return nil, err
 	}
 	imp.types[name] = t

@@ -105,6 +105,10 @@ func (s *Store) EdgeCreateTx(ctx context.Context, tx pgx.Tx, tenant string, in E
 }
 
 func (s *Store) create(ctx context.Context, tx pgx.Tx, tenant string, t *EdgeType, in EdgeInput, props json.RawMessage) (Edge, error) {
+	t, err := lockTypeRow(ctx, tx, t)
+	if err != nil {
+		return Edge{}, err
+	}
 	ends, err := s.resolve(ctx, tenant, []NodeRef{in.From, in.To}, []string{"body.from", "body.to"})
 	if err != nil {
 		return Edge{}, err

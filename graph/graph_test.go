@@ -983,3 +983,35 @@ func TestAllPathsShortestFirstUnderLimit(t *testing.T) {
 		t.Fatalf("limit 2: %+v %v", r, err)
 	}
 }
+
+// Turning a type acyclic while an edge closing a cycle is being written: whichever comes
+// first, the other sees it — never an acyclic type with a cycle. (Writers read the type's
+// flags under a row lock, not from the cache.)
+func TestAcyclicChangeRacesEdgeCreate(t *testing.T) {
+	t.Parallel()
+	e := setup(t, graph.Config{})
+	e.nodes(t, "n", 3)
+	yes := true
+	for i := range 15 {
+		typ := fmt.Sprintf("r%d", i)
+		e.edge(t, typ, 0, 1, "")
+		e.edge(t, typ, 1, 2, "")
+		var wg sync.WaitGroup
+		var edgeErr, typeErr error
+		wg.Go(func() {
+			_, edgeErr = e.g.EdgeCreate(e.ctx, e.Tenant, graph.EdgeInput{Type: typ, From: ref("n", 2), To: ref("n", 0)})
+		})
+		wg.Go(func() {
+			_, typeErr = e.g.TypeUpdate(e.ctx, e.Tenant, graph.TypeInput{Name: typ, Acyclic: &yes})
+		})
+		wg.Wait()
+		switch {
+		case edgeErr == nil && typeErr == nil:
+			t.Fatalf("%s: the type became acyclic and the edge closing a cycle was written", typ)
+		case edgeErr != nil:
+			wantProblem(t, edgeErr, 409, "cycle")
+		default:
+			wantProblem(t, typeErr, 409, "cycle")
+		}
+	}
+}

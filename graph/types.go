@@ -346,6 +346,19 @@ func (s *Store) TypeDelete(ctx context.Context, tenant, name string) error {
 	return nil
 }
 
+// lockTypeRow share-locks a type's row for the rest of tx and returns the type with its
+// flags as committed, not as cached: a change of the type (which locks the row for update)
+// waits for the writers already using it and sees their edges, and a writer that comes
+// after it sees the new flags.
+func lockTypeRow(ctx context.Context, tx pgx.Tx, t *EdgeType) (*EdgeType, error) {
+	fresh := *t
+	err := tx.QueryRow(ctx, `SELECT acyclic, uniq FROM graph_types WHERE id = $1 FOR SHARE`, t.id).Scan(&fresh.Acyclic, &fresh.Unique)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, typeNotFound(t.Name)
+	}
+	return &fresh, err
+}
+
 // lockType serializes the writers that must see each other's edges of a type (acyclic
 // checks, turning uniqueness on) until the transaction ends.
 func lockType(ctx context.Context, tx pgx.Tx, typeID int32) error {
