@@ -443,3 +443,75 @@ func TestRestart(t *testing.T) {
 		t.Fatalf("after restart: %d items by %s", len(r.Items), r.Path)
 	}
 }
+
+// Seed 003's partitions: a search limited to some partitions sees only their documents,
+// through either path; each partition gets its own in-memory graph; a document that moves
+// to another partition is found there.
+func TestPartitions(t *testing.T) {
+	t.Parallel()
+	e := setup(t, search.Config{ExactBelow: 5})
+	e.collection(t, "items")
+	rng := rand.New(rand.NewPCG(4, 4))
+	regions := []string{"eu", "us", "asia"}
+	var lines strings.Builder
+	for i := range 300 {
+		fmt.Fprintf(&lines, `{"id": "i%d", "data": {"region": %q, "text": "item %d", "v": %s}}`+"\n", i, regions[i%3], i, mustJSON(vec(rng, 4)))
+	}
+	if _, err := e.docs.DocImport(e.ctx, e.Tenant, "items", strings.NewReader(lines.String()), doc.ImportOptions{Envelopes: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.settings(t, "items", search.Settings{Partition: "region",
+		Text:    &search.TextSettings{Fields: []search.TextField{{Path: "text"}}},
+		Vectors: []search.VectorField{{Name: "v", Dimension: 4, Metric: "l2", Path: "v"}}})
+	states := e.waitReady(t, "items")
+	for _, st := range states {
+		if st.Name == "v" && (st.Memory == nil || st.Memory.Partitions != 3 || st.Memory.Vectors != 300) {
+			t.Fatalf("memory index %+v", st.Memory)
+		}
+	}
+	inRegion := func(r search.Results, want ...string) {
+		t.Helper()
+		for _, h := range r.Items {
+			var n int
+			fmt.Sscanf(h.ID, "i%d", &n)
+			if !slices.Contains(want, regions[n%3]) {
+				t.Fatalf("%s (%s) in a search of %v (path %s)", h.ID, regions[n%3], want, r.Path)
+			}
+		}
+	}
+	q := vec(rng, 4)
+	for _, plan := range []string{"exact", "index"} {
+		r := e.search(t, "items", search.Query{Mode: "vector", Vector: q, K: 10, Partitions: []string{"eu"}, Plan: plan, Fields: []string{"-"}})
+		if len(r.Items) != 10 {
+			t.Fatalf("%s: %d items", plan, len(r.Items))
+		}
+		inRegion(r, "eu")
+		r = e.search(t, "items", search.Query{Mode: "vector", Vector: q, K: 10, Partitions: []string{"us", "asia"}, Plan: plan, Fields: []string{"-"}})
+		inRegion(r, "us", "asia")
+	}
+	r := e.search(t, "items", search.Query{Q: "item", K: 1000, Partitions: []string{"asia"}, Fields: []string{"-"}})
+	if len(r.Items) != 100 {
+		t.Fatalf("text in asia: %d items", len(r.Items))
+	}
+	inRegion(r, "asia")
+
+	// i0 moves from eu to us, with a vector equal to the query: first in us, gone from eu.
+	e.put(t, "items", "i0", mustJSON(map[string]any{"region": "us", "text": "item 0", "v": q}))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		us := e.search(t, "items", search.Query{Mode: "vector", Vector: q, K: 1, Partitions: []string{"us"}, Plan: "index", Fields: []string{"-"}})
+		eu := e.search(t, "items", search.Query{Mode: "vector", Vector: q, K: 300, Partitions: []string{"eu"}, Plan: "index", Fields: []string{"-"}})
+		if len(us.Items) == 1 && us.Items[0].ID == "i0" && !slices.ContainsFunc(eu.Items, func(h search.Hit) bool { return h.ID == "i0" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the move: us %v, eu has i0: %v", ids(us), slices.Contains(ids(eu), "i0"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Partitions of an unpartitioned collection are refused.
+	e.collection(t, "plain")
+	e.settings(t, "plain", search.Settings{Text: &search.TextSettings{Fields: []search.TextField{{Path: "text"}}}})
+	_, err := e.s.Search(e.ctx, e.Tenant, "plain", search.Query{Q: "x", Partitions: []string{"eu"}})
+	wantProblem(t, err, 400, "not_partitioned")
+}
