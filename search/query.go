@@ -428,11 +428,14 @@ func (s *Store) typoAlternatives(ctx context.Context, st *settings, words []stri
 	if len(words) == 0 {
 		return out, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT u.term, x.lx,
-			EXISTS (SELECT 1 FROM search_words w WHERE w.collection_id = $1 AND w.word = x.lx),
-			ARRAY(SELECT w.word FROM search_words w WHERE w.collection_id = $1 AND w.word % x.lx ORDER BY w.word <-> x.lx LIMIT 24)
+	// The trigram search (milliseconds) runs only for words the vocabulary lacks: CASE
+	// evaluates its branches lazily.
+	rows, err := s.pool.Query(ctx, `SELECT u.term, x.lx, k.known,
+			CASE WHEN k.known THEN '{}'::text[] ELSE
+				ARRAY(SELECT w.word FROM search_words w WHERE w.collection_id = $1 AND w.word % x.lx ORDER BY w.word <-> x.lx LIMIT 24) END
 		FROM unnest($2::text[]) AS u(term),
-		LATERAL (SELECT (tsvector_to_array(to_tsvector($3::regconfig, u.term)))[1] AS lx) x
+		LATERAL (SELECT (tsvector_to_array(to_tsvector($3::regconfig, u.term)))[1] AS lx) x,
+		LATERAL (SELECT EXISTS (SELECT 1 FROM search_words w WHERE w.collection_id = $1 AND w.word = x.lx) AS known) k
 		WHERE x.lx IS NOT NULL`, st.collID, words, st.lang)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"encoding/json"
 	"math"
 	"slices"
 
@@ -62,13 +63,21 @@ func (s *Store) vectorSearch(ctx context.Context, st *settings, p *plan) (Result
 			// One pass over the matches, ids only: if few match (at most ExactBelow, and at
 			// most 5% of the vectors — beyond that the index finds k of them faster than the
 			// filter lists them), they are scanned exactly.
+			// PostgreSQL's estimate first: when it expects far more matches, the listing
+			// (which may have to read every document) is skipped.
 			live, _, _ := idx.size()
 			limit := min(s.cfg.ExactBelow, max(live/20, 100))
-			if ids, err = s.matchIDs(ctx, st, p, limit+1); err != nil {
+			est, err := s.estimateMatches(ctx, st, p)
+			if err != nil {
 				return Results{}, err
 			}
+			if est <= float64(4*limit) {
+				if ids, err = s.matchIDs(ctx, st, p, limit+1); err != nil {
+					return Results{}, err
+				}
+			}
 			path = "index"
-			if len(ids) <= limit {
+			if est <= float64(4*limit) && len(ids) <= limit {
 				path = "exact"
 			} else {
 				ids = nil
@@ -134,6 +143,30 @@ func (s *Store) matchIDs(ctx context.Context, st *settings, p *plan, limit int) 
 		return nil, err
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// estimateMatches is PostgreSQL's estimate of how many documents pass the filter and
+// partitions (a plan, not a scan).
+func (s *Store) estimateMatches(ctx context.Context, st *settings, p *plan) (float64, error) {
+	var args sqlArgs
+	from := vectorFrom(st, p, &args)
+	extra, err := s.narrow(st, p, &args)
+	if err != nil {
+		return 0, err
+	}
+	var out []struct {
+		Plan struct {
+			Rows float64 `json:"Plan Rows"`
+		} `json:"Plan"`
+	}
+	var raw []byte
+	if err := s.pool.QueryRow(ctx, `EXPLAIN (FORMAT JSON) SELECT v.doc_id`+from+extra, args...).Scan(&raw); err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || len(out) == 0 {
+		return 0, err
+	}
+	return out[0].Plan.Rows, nil
 }
 
 func vectorFrom(st *settings, p *plan, args *sqlArgs) string {
