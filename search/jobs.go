@@ -3,6 +3,8 @@ package search
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -163,6 +165,9 @@ func (s *Store) runBuild(ctx context.Context, j *queue.Job) error {
 	if err := j.Bind(&b); err != nil {
 		return queue.Discard(err)
 	}
+	if err := s.jobTenant(ctx, j, b.Collection); err != nil {
+		return err
+	}
 	err := s.buildOne(ctx, b.Collection, b.Name, b.Generation)
 	if err != nil && ctx.Err() == nil {
 		if j.Attempt >= j.MaxAttempts {
@@ -174,11 +179,30 @@ func (s *Store) runBuild(ctx context.Context, j *queue.Job) error {
 	return err
 }
 
+// jobTenant refuses a job whose collection is not its own tenant's: the queue is the
+// tenant's, so a member could push a job naming another tenant's collection.
+func (s *Store) jobTenant(ctx context.Context, j *queue.Job, collID string) error {
+	var tenant string
+	err := s.pool.QueryRow(ctx, `SELECT tenant_id::text FROM collections WHERE id::text = $1`, collID).Scan(&tenant)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return queue.Discard(fmt.Errorf("collection %s does not exist", collID))
+	case err != nil:
+		return err
+	case tenant != j.Tenant:
+		return queue.Discard(fmt.Errorf("collection %s is not tenant %s's", collID, j.Tenant))
+	}
+	return nil
+}
+
 // runEmbed computes one batch of embedded vectors.
 func (s *Store) runEmbed(ctx context.Context, j *queue.Job) error {
 	var e embedJob
 	if err := j.Bind(&e); err != nil {
 		return queue.Discard(err)
+	}
+	if err := s.jobTenant(ctx, j, e.Collection); err != nil {
+		return err
 	}
 	st, err := s.settingsOf(ctx, e.Collection)
 	if err != nil {

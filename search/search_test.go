@@ -24,6 +24,7 @@ type env struct {
 	*testworld.World
 	docs *doc.Store
 	s    *search.Store
+	q    *queue.Client
 	ctx  context.Context
 }
 
@@ -38,7 +39,7 @@ func setup(t testing.TB, cfg search.Config) *env {
 	go func() { s.Run(bg); done <- struct{}{} }()
 	go func() { q.Run(bg); done <- struct{}{} }()
 	t.Cleanup(func() { stop(); <-done; <-done })
-	return &env{World: w, docs: docs, s: s, ctx: w.As(testworld.Owner)}
+	return &env{World: w, docs: docs, s: s, q: q, ctx: w.As(testworld.Owner)}
 }
 
 var wantProblem = testworld.WantProblem
@@ -514,4 +515,51 @@ func TestPartitions(t *testing.T) {
 	e.settings(t, "plain", search.Settings{Text: &search.TextSettings{Fields: []search.TextField{{Path: "text"}}}})
 	_, err := e.s.Search(e.ctx, e.Tenant, "plain", search.Query{Q: "x", Partitions: []string{"eu"}})
 	wantProblem(t, err, 400, "not_partitioned")
+}
+
+// The search jobs run on each tenant's own queue, which its members may push to: a job
+// naming another tenant's collection is discarded without touching it.
+func TestJobsStayInTheirTenant(t *testing.T) {
+	t.Parallel()
+	e := setup(t, search.Config{})
+	e.collection(t, "notes")
+	e.put(t, "notes", "n1", `{"text": "a quiet afternoon"}`)
+	e.settings(t, "notes", search.Settings{Vectors: []search.VectorField{{Name: "meaning", Dimension: 512, Embed: &search.EmbedSource{Fields: []string{"text"}}}}})
+	before := e.waitReady(t, "notes")
+	var coll string
+	if err := e.Pool.QueryRow(e.ctx, `SELECT id FROM strata.collections WHERE name = 'notes'`).Scan(&coll); err != nil {
+		t.Fatal(err)
+	}
+	outsider := e.As(testworld.Outsider)
+	var pushed []queue.JobID
+	for _, in := range []queue.JobInput{
+		{Kind: "build", Payload: json.RawMessage(fmt.Sprintf(`{"collection_id": %q, "name": "meaning", "generation": 1}`, coll))},
+		{Kind: "embed", Payload: json.RawMessage(fmt.Sprintf(`{"collection_id": %q, "field": "meaning", "ids": ["n1"]}`, coll))},
+	} {
+		p, err := e.q.JobPush(outsider, e.Other, "strata.search", in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pushed = append(pushed, p.ID)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, id := range pushed {
+		for {
+			j, err := e.q.JobGet(outsider, e.Other, "strata.search", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.State == queue.StateDead || j.State == queue.StateCancelled {
+				break
+			}
+			if j.State == queue.StateCompleted || time.Now().After(deadline) {
+				t.Fatalf("job %s of another tenant's collection: %s", j.Kind, j.State)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	after := e.waitReady(t, "notes")
+	if !after[0].StartedAt.Equal(before[0].StartedAt) {
+		t.Fatal("another tenant's job rebuilt the index")
+	}
 }
