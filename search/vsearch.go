@@ -60,24 +60,24 @@ func (s *Store) vectorSearch(ctx context.Context, st *settings, p *plan) (Result
 		case !narrowed:
 			path = "index"
 		default:
-			// One pass over the matches, ids only: if few match (at most ExactBelow, and at
-			// most 5% of the vectors — beyond that the index finds k of them faster than the
-			// filter lists them), they are scanned exactly.
-			// PostgreSQL's estimate first: when it expects far more matches, the listing
-			// (which may have to read every document) is skipped.
+			// If few documents match (at most ExactBelow, and at most 5% of the vectors:
+			// beyond that the index finds k of them faster than the filter lists them), one
+			// pass lists them, ids only, and they are scanned exactly. PostgreSQL's estimate
+			// comes first: when it expects more, the listing (which may have to read every
+			// document) is skipped.
 			live, _, _ := idx.size()
 			limit := min(s.cfg.ExactBelow, max(live/20, 100))
 			est, err := s.estimateMatches(ctx, st, p)
 			if err != nil {
 				return Results{}, err
 			}
-			if est <= float64(4*limit) {
+			if est <= 1.5*float64(limit) {
 				if ids, err = s.matchIDs(ctx, st, p, limit+1); err != nil {
 					return Results{}, err
 				}
 			}
 			path = "index"
-			if est <= float64(4*limit) && len(ids) <= limit {
+			if est <= 1.5*float64(limit) && len(ids) <= limit {
 				path = "exact"
 			} else {
 				ids = nil
