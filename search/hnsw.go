@@ -51,8 +51,10 @@ type hnode struct {
 }
 
 func newHNSW(dim int, metric string) *hnsw {
+	// The generator draws the nodes' levels: not secrets, and seeded for reproducible graphs.
+	rng := rand.New(rand.NewPCG(uint64(dim), 0x5eed)) //nolint:gosec // see above
 	h := &hnsw{dim: dim, metric: metric, m: 16, m0: 32, efc: 128, ml: 1 / math.Log(16),
-		rng: rand.New(rand.NewPCG(uint64(dim), 0x5eed)), byKey: map[string]uint32{}, entry: -1}
+		rng: rng, byKey: map[string]uint32{}, entry: -1}
 	switch metric {
 	case "l2":
 		h.distFunc = l2
@@ -77,18 +79,6 @@ func (h *hnsw) prepare(v []float32) []float32 {
 		out[i] = x / n
 	}
 	return out
-}
-
-// score turns a distance into what searches report: cosine similarity, L2 distance, or
-// inner product.
-func (h *hnsw) score(d float32) float32 {
-	switch h.metric {
-	case "l2":
-		return float32(math.Sqrt(float64(d)))
-	case "cosine":
-		return -d
-	}
-	return -d
 }
 
 // negDot is a distance for unit vectors (cosine) and inner product: smaller is closer.

@@ -88,7 +88,7 @@ func (r *remote) post(ctx context.Context, batch []string) ([][]float32, error) 
 		}
 		if wait == 0 {
 			wait = r.backoff << attempt
-			wait += time.Duration(rand.Int64N(int64(wait)/4 + 1)) // jitter, so clients spread out
+			wait += time.Duration(rand.Int64N(int64(wait)/4 + 1)) //nolint:gosec // jitter, so clients spread out; not a secret
 		}
 		t := time.NewTimer(min(wait, maxBackoff))
 		select {
@@ -182,7 +182,7 @@ func (r *remote) failed(status int, code string, upstream int, format string, ar
 	}
 	p := problem.New(status, code, "embedder %s: %s: %s", r.name, what, fmt.Sprintf(format, args...))
 	if upstream != 0 {
-		p.WithExtension("upstream_status", upstream)
+		p = p.WithExtension("upstream_status", upstream)
 	}
 	return p
 }

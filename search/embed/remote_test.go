@@ -198,9 +198,8 @@ func TestOpenAI(t *testing.T) {
 		if r.Header.Get("Authorization") != "Bearer "+testKey {
 			t.Errorf("Authorization %q", r.Header.Get("Authorization"))
 		}
-		if d := "<nil>"; b.Dimensions != nil {
-			d = fmt.Sprint(*b.Dimensions)
-			if d != c.dimensions {
+		if b.Dimensions != nil {
+			if d := fmt.Sprint(*b.Dimensions); d != c.dimensions {
 				t.Errorf("dimensions sent %s, want %s", d, c.dimensions)
 			}
 		} else if c.dimensions != "<nil>" {

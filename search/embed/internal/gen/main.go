@@ -14,6 +14,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha512"
 	"encoding/base64"
 	"errors"
@@ -108,7 +109,7 @@ func run(args []string, stdout io.Writer) error {
 
 // npmPack downloads the package's tarball into dir and returns its path.
 func npmPack(dir string) (string, error) {
-	cmd := exec.Command("npm", "pack", "--silent", "--pack-destination", dir, pkg)
+	cmd := exec.CommandContext(context.Background(), "npm", "pack", "--silent", "--pack-destination", dir, pkg)
 	cmd.Stderr = os.Stderr
 	outb, err := cmd.Output()
 	if err != nil {

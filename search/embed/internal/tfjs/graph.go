@@ -87,7 +87,7 @@ var tensorMap = []struct {
 
 // Frequently used nodes.
 const (
-	tokenPositions = "TS/Layer_1/FFN/StoreMask/ToInt32" // [tokens, 2]: (sentence, position) of each real token
+	tokenPositions = "TS/Layer_1/FFN/StoreMask/ToInt32" //nolint:gosec // a tensor's name, not a credential. [tokens, 2]: (sentence, position) of each real token
 	lastAxis       = "TS/Layer_1/FFN/layer_norm/Mean/reduction_indices"
 	one            = "TS/Layer_1/MHA/DPA/attention_bias_ignore_padding/ExpandDims/dim" // the int 1, an axis and a floor
 	epsilon        = "TS/Layer_1/FFN/layer_norm/Cast/x"
