@@ -389,18 +389,6 @@ func (h *hnsw) size() (live, dead int) {
 	return h.live, len(h.nodes) - h.live
 }
 
-// each calls fn with every live key and its stored vector (prepared: unit length for
-// cosine), under the read lock.
-func (h *hnsw) each(fn func(key string, vec []float32)) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for i := range h.nodes {
-		if n := &h.nodes[i]; !n.deleted {
-			fn(n.key, n.vec)
-		}
-	}
-}
-
 // get returns a key's stored vector.
 func (h *hnsw) get(key string) ([]float32, bool) {
 	h.mu.RLock()

@@ -79,16 +79,6 @@ func (v *vindex) graphs(parts []string) []*hnsw {
 	return out
 }
 
-// get returns a key's vector from whichever partition holds it.
-func (v *vindex) get(key string) ([]float32, bool) {
-	for _, g := range v.graphs(nil) {
-		if vec, ok := g.get(key); ok {
-			return vec, true
-		}
-	}
-	return nil, false
-}
-
 // remove deletes a key from whichever partition holds it.
 func (v *vindex) remove(key string) {
 	for _, g := range v.graphs(nil) {

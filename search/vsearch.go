@@ -95,12 +95,7 @@ func (s *Store) vectorSearch(ctx context.Context, st *settings, p *plan) (Result
 		}
 	}
 	if path == "exact" || path == "exact:fallback" {
-		if narrowed && ids == nil {
-			if ids, err = s.matchIDs(ctx, st, p, math.MaxInt32); err != nil {
-				return Results{}, err
-			}
-		}
-		if found, err = s.exactSearch(ctx, st, p, idx, q, want, ids); err != nil {
+		if found, err = s.exactSearch(ctx, st, p, q, want, ids); err != nil {
 			return Results{}, err
 		}
 	}
@@ -197,51 +192,24 @@ func (t *topK) sorted() []scored {
 	return out
 }
 
-// exactSearch computes the distance to every matching vector (those of ids, or all when
-// ids is nil) and keeps the want nearest. Vectors come from this node's in-memory index
-// when it is loaded (those it lacks, such as a write the feed has not brought yet, from
-// PostgreSQL), otherwise from PostgreSQL.
-func (s *Store) exactSearch(ctx context.Context, st *settings, p *plan, idx *vindex, q []float32, want int, ids []string) ([]scored, error) {
+// exactSearch computes the distance to every matching vector (those of ids, or all that
+// pass the filter when ids is nil) and keeps the want nearest. The vectors come from
+// PostgreSQL, the truth: this node's in-memory index may lag a write by the time the
+// change feed takes to bring it, and an exact answer must not.
+func (s *Store) exactSearch(ctx context.Context, st *settings, p *plan, q []float32, want int, ids []string) ([]scored, error) {
 	g := newHNSW(p.field.Dimension, p.field.Metric) // for its distance and normalization
 	pq := g.prepare(q)
 	top := &topK{want: want}
-	if idx != nil && ids == nil {
-		// Everything in memory; the nearest are checked against PostgreSQL (a document
-		// deleted a moment ago may still be in the graph), asking for more if some are gone.
-		for ask := want; ; ask *= 2 {
-			top = &topK{want: ask}
-			for _, gr := range idx.graphs(nil) {
-				gr.each(func(key string, vec []float32) { top.add(key, g.distFunc(pq, vec)) })
-			}
-			cands := top.sorted()
-			hits := make([]hit, len(cands))
-			for i, c := range cands {
-				hits[i] = hit{key: c.id, dist: c.dist}
-			}
-			kept, err := s.keep(ctx, st, p, hits)
-			if err != nil || len(kept) >= want || len(cands) < ask {
-				return kept[:min(len(kept), want)], err
-			}
-		}
-	}
-	var missing []string
-	if idx != nil {
-		for _, id := range ids {
-			if vec, ok := idx.get(id); ok {
-				top.add(id, g.distFunc(pq, vec))
-			} else {
-				missing = append(missing, id)
-			}
-		}
-		if len(missing) == 0 {
-			return top.sorted(), nil
-		}
-		ids = missing
-	}
 	var args sqlArgs
 	sql := `SELECT v.doc_id, v.vec` + vectorFrom(st, p, &args)
 	if ids != nil {
 		sql += ` AND v.doc_id = ANY(` + args.add(ids) + `)`
+	} else {
+		extra, err := s.narrow(st, p, &args)
+		if err != nil {
+			return nil, err
+		}
+		sql += extra
 	}
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
