@@ -388,14 +388,3 @@ func (h *hnsw) size() (live, dead int) {
 	defer h.mu.RUnlock()
 	return h.live, len(h.nodes) - h.live
 }
-
-// get returns a key's stored vector.
-func (h *hnsw) get(key string) ([]float32, bool) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	id, ok := h.byKey[key]
-	if !ok || h.nodes[id].deleted {
-		return nil, false
-	}
-	return h.nodes[id].vec, true
-}
