@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/stratadb/strata/internal/embedpg"
 	"github.com/stratadb/strata/internal/migrate"
 	"github.com/stratadb/strata/kv"
+	"github.com/stratadb/strata/media"
 	"github.com/stratadb/strata/queue"
 	"github.com/stratadb/strata/search"
 	"github.com/stratadb/strata/series"
@@ -79,6 +81,10 @@ type Config struct {
 	// Series configures device readings: the embedded MQTT broker, an external broker,
 	// Redis, batching and retention defaults. Its zero value runs no broker.
 	Series series.Config
+	// Media tunes uploads: limits, spool directory, prune interval.
+	Media media.Config
+	// MediaStore keeps media blobs. Nil means a file store in DataDir/media.
+	MediaStore media.Store
 	// Logger receives lifecycle and database logs. Nil is quiet.
 	Logger *slog.Logger
 }
@@ -127,13 +133,14 @@ type Strata struct {
 	queue    *queue.Client
 	kv       *kv.Store
 	series   *series.Service
+	media    *media.Service
 
 	stop context.CancelFunc
 	bg   sync.WaitGroup
 }
 
 // schema lists every module's migrations; migrate.Plan orders them by dependency.
-var schema = []*migrate.Module{audit.Schema, auth.Schema, feed.Schema, doc.Schema, graph.Schema, search.Schema, queue.Schema, kv.Schema, series.Schema}
+var schema = []*migrate.Module{audit.Schema, auth.Schema, feed.Schema, doc.Schema, graph.Schema, search.Schema, queue.Schema, kv.Schema, series.Schema, media.Schema}
 
 // Open starts or connects to the database, applies pending migrations (under an advisory
 // lock, so several nodes may open at once) and returns the platform. Close releases it.
@@ -227,6 +234,17 @@ func (s *Strata) startModules(ctx context.Context) error {
 		return err
 	}
 	s.bg.Go(func() { s.series.Run(bg) })
+	mediaStore := s.cfg.MediaStore
+	if mediaStore == nil {
+		if mediaStore, err = media.NewFileStore(filepath.Join(s.cfg.DataDir, "media")); err != nil {
+			return err
+		}
+	}
+	mediaCfg := s.cfg.Media
+	mediaCfg.Logger = cmp.Or(mediaCfg.Logger, log)
+	mediaCfg.Queue, mediaCfg.Listener = s.queue, s.listener
+	s.media = media.New(s.pool, s.auth, mediaStore, mediaCfg)
+	s.bg.Go(func() { s.media.Run(bg) })
 	return nil
 }
 
@@ -244,6 +262,9 @@ func (s *Strata) Queue() *queue.Client { return s.queue }
 
 // KV returns the key-value store. Nil when opened with SkipMigrations.
 func (s *Strata) KV() *kv.Store { return s.kv }
+
+// Media returns the media module. Nil when opened with SkipMigrations.
+func (s *Strata) Media() *media.Service { return s.media }
 
 // Series returns the device readings module. Nil when opened with SkipMigrations.
 func (s *Strata) Series() *series.Service { return s.series }

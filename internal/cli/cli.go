@@ -101,7 +101,8 @@ func newRoot(stdio *IO) *cobra.Command {
 		},
 	}
 	bindFlags(root.PersistentFlags())
-	root.AddCommand(cmdServe(stdio), cmdMigrate(stdio), cmdAdmin(stdio), cmdAudit(stdio), cmdImport(stdio), cmdExport(stdio), cmdConfig(stdio), cmdVersion(stdio))
+	root.AddCommand(cmdServe(stdio), cmdMigrate(stdio), cmdAdmin(stdio), cmdAudit(stdio), cmdImport(stdio), cmdExport(stdio), cmdConfig(stdio), cmdVersion(stdio),
+		cmdMedia(stdio))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }
@@ -179,6 +180,10 @@ func (e *env) strataConfig() (strata.Config, error) {
 	if err != nil {
 		return strata.Config{}, err
 	}
+	mediaStore, err := e.mediaStore(e.vals.str("media-store"))
+	if err != nil {
+		return strata.Config{}, err
+	}
 	return strata.Config{
 		DatabaseURL:  e.vals.str("database-url"),
 		DataDir:      e.vals.str("data-dir"),
@@ -194,6 +199,7 @@ func (e *env) strataConfig() (strata.Config, error) {
 		Auth:           auth.Config{AccessTTL: accessTTL, RefreshTTL: refreshTTL},
 		Series:         seriesCfg,
 		Graph:          graphCfg,
+		MediaStore:     mediaStore,
 		Logger:         e.log,
 	}, nil
 }

@@ -89,7 +89,8 @@ func serve(ctx context.Context, e *env) error {
 	}
 	api := server.New(server.Deps{Pool: s.Pool(), Ready: s.Ready, Logger: e.log, Version: strata.Version(),
 		Auth: s.Auth(), Audit: s.Audit(), Feed: s.Feed(), Docs: s.Docs(), Graph: s.Graph(), Search: s.Search(), Series: s.Series(),
-		Queue: s.Queue(), KV: s.KV()})
+		Queue: s.Queue(), KV: s.KV(),
+		Media: s.Media()})
 	gate.Set(api)
 	attrs := []any{"url", "http://" + ln.Addr().String(), "docs", "http://" + ln.Addr().String() + "/docs",
 		"elapsed", time.Since(start).Round(time.Millisecond)}

@@ -55,6 +55,15 @@ var settings = []setting{
 	{name: "mqtt-client-id", env: "STRATA_MQTT_CLIENT_ID", usage: "this node's client id on the external broker; stable and distinct per node (default strata-<host name>)"},
 	{name: "redis-url", env: "STRATA_REDIS_URL", usage: "Redis for the latest-value cache and the readings stream (redis://host:6379/0)", redact: db.Redact},
 	{name: "redis-stream", env: "STRATA_REDIS_STREAM", def: "strata:readings", usage: "Redis stream of device messages consumed when --redis-url is set"},
+	// Media; read by mediaStore in media.go.
+	{name: "media-store", env: "STRATA_MEDIA_STORE", def: "file", usage: "where media blobs live: file (DATA_DIR/media) or s3"},
+	{name: "media-s3-endpoint", env: "STRATA_MEDIA_S3_ENDPOINT", usage: "S3-compatible server host[:port] for --media-store s3"},
+	{name: "media-s3-bucket", env: "STRATA_MEDIA_S3_BUCKET", usage: "bucket of the media store (created when missing)"},
+	{name: "media-s3-prefix", env: "STRATA_MEDIA_S3_PREFIX", usage: "key prefix of media objects"},
+	{name: "media-s3-region", env: "STRATA_MEDIA_S3_REGION", usage: "bucket region (default: discovered)"},
+	{name: "media-s3-access-key", env: "STRATA_MEDIA_S3_ACCESS_KEY", usage: "S3 access key"},
+	{name: "media-s3-secret-key", env: "STRATA_MEDIA_S3_SECRET_KEY", usage: "S3 secret key", redact: secret},
+	{name: "media-s3-insecure", env: "STRATA_MEDIA_S3_INSECURE", def: "false", usage: "talk plain HTTP to the S3 server"},
 }
 
 func secret(v string) string {

@@ -25,6 +25,7 @@ import (
 	"github.com/stratadb/strata/feed"
 	"github.com/stratadb/strata/graph"
 	"github.com/stratadb/strata/kv"
+	"github.com/stratadb/strata/media"
 	"github.com/stratadb/strata/queue"
 	"github.com/stratadb/strata/search"
 	"github.com/stratadb/strata/series"
@@ -86,6 +87,8 @@ type Deps struct {
 	// only when set.
 	Queue *queue.Client
 	KV    *kv.Store
+	// Media serves uploads and their originals; its routes are registered only when set.
+	Media *media.Service
 }
 
 // Server is the HTTP handler of the whole API.
@@ -132,6 +135,7 @@ func New(d Deps) *Server {
 		s.routesSeries()
 		s.routesQueue()
 		s.routesKV()
+		s.routesMedia()
 	}
 	s.mux.Handle("GET /metrics", s.metrics.handler())
 	s.handler = s.observe(s.mux)

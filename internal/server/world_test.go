@@ -46,7 +46,8 @@ func newPlatformWith(t *testing.T, authCfg auth.Config) *platform {
 	p := &platform{t: t, s: s}
 	p.h = server.New(server.Deps{Pool: s.Pool(), Ready: s.Ready, Version: "test", Auth: s.Auth(), Audit: s.Audit(),
 		Feed: s.Feed(), Docs: s.Docs(), Graph: s.Graph(), Search: s.Search(), Series: s.Series(),
-		Queue: s.Queue(), KV: s.KV()})
+		Queue: s.Queue(), KV: s.KV(),
+		Media: s.Media()})
 	p.root = p.token("admin", "root-password")
 	return p
 }

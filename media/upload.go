@@ -1,0 +1,281 @@
+package media
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stratadb/strata/audit"
+	"github.com/stratadb/strata/auth"
+	"github.com/stratadb/strata/internal/db"
+	"github.com/stratadb/strata/internal/idem"
+	"github.com/stratadb/strata/problem"
+)
+
+// UploadInput is content to upload.
+type UploadInput struct {
+	// Body is the content, read to its end (or until it exceeds Limits.MaxBytes).
+	Body io.Reader
+	// ContentType is the type the client declared for the content; empty means unknown.
+	// An image type must match the content (422 content_mismatch otherwise).
+	ContentType string
+	// IdempotencyKey, when set, makes a retried upload of the same bytes with the same key
+	// (within 24 hours) answer the first upload's result instead of adding an alias; the
+	// same key with other bytes is 422 idempotency_key_reused.
+	IdempotencyKey string
+}
+
+// Upload is the answer to an upload: the new alias, its delete token (shown only here)
+// and the blob's details.
+type Upload struct {
+	Alias string `json:"alias" doc:"The upload's public name, <uuid>.<ext>."`
+	// DeleteToken deletes the alias; Strata keeps only its hash, so it cannot be shown again.
+	DeleteToken string `json:"delete_token" doc:"Deletes the alias; shown only once."`
+	Hash        string `json:"hash" doc:"SHA-256 of the bytes, hex."`
+	// Deduplicated is true when the bytes were already stored and only a new alias was made.
+	Deduplicated bool    `json:"deduplicated"`
+	Details      Details `json:"details"`
+	// replayed marks an answer replayed for an Idempotency-Key.
+	replayed bool
+}
+
+// errReplay rolls back a transaction whose Idempotency-Key was used before, carrying the
+// first answer.
+type errReplay struct{ up Upload }
+
+func (e *errReplay) Error() string { return "idempotent replay" }
+
+// ErrUploadTooLarge is the problem for a body over Limits.MaxBytes.
+func tooLarge(max int64) *problem.Error {
+	return problem.TooLarge("upload_too_large", "the upload is larger than %d bytes", max)
+}
+
+// Upload streams in.Body to a spool file while hashing it, checks it against the limits,
+// then stores it (unless the tenant already has these bytes) and records a new alias and
+// delete token (write on "media:*"). Nothing is kept when a check fails.
+func (s *Service) Upload(ctx context.Context, tenant string, in UploadInput) (Upload, error) {
+	if err := s.authorize(ctx, tenant, allMedia, auth.PermWrite); err != nil {
+		return Upload{}, err
+	}
+	return s.ingest(ctx, tenant, in)
+}
+
+// ingest is Upload after authorization.
+func (s *Service) ingest(ctx context.Context, tenant string, in UploadInput) (Upload, error) {
+	f, sum, n, err := s.spool(in.Body)
+	if err != nil {
+		return Upload{}, err
+	}
+	defer func() { _ = f.Close(); _ = os.Remove(f.Name()) }()
+	d, err := inspect(f, n, in.ContentType, s.cfg.Limits)
+	if err != nil {
+		return Upload{}, err
+	}
+	return s.keep(ctx, tenant, sum, d, f.Name(), in.IdempotencyKey)
+}
+
+// spool streams body into a new spool file while hashing it, enforcing the byte limit.
+// The caller closes and removes the file.
+func (s *Service) spool(body io.Reader) (*os.File, []byte, int64, error) {
+	if err := os.MkdirAll(s.cfg.SpoolDir, 0o750); err != nil {
+		return nil, nil, 0, fmt.Errorf("spooling an upload: %w", err)
+	}
+	f, err := os.CreateTemp(s.cfg.SpoolDir, "upload-*")
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("spooling an upload: %w", err)
+	}
+	fail := func(err error) (*os.File, []byte, int64, error) {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		return nil, nil, 0, err
+	}
+	h := sha256.New()
+	max := s.cfg.Limits.MaxBytes
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, max+1))
+	if err != nil {
+		if p, ok := problem.As(err); ok {
+			return fail(p)
+		}
+		return fail(problem.Invalid("upload_interrupted", "the upload could not be read to its end").WithCause(err))
+	}
+	if n > max {
+		return fail(tooLarge(max))
+	}
+	if n == 0 {
+		return fail(rejected("empty_upload", "the upload has no bytes"))
+	}
+	return f, h.Sum(nil), n, nil
+}
+
+func newToken() (string, []byte) {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	sum := sha256.Sum256([]byte(tok))
+	return tok, sum[:]
+}
+
+func extension(format string) string {
+	if f, ok := formats[format]; ok {
+		return f.ext
+	}
+	return "bin"
+}
+
+// newIdentifier names a blob: by tenant and hash, plus a random suffix so that every
+// write has its own identifier.
+func newIdentifier(tenant string, sum []byte, ext string) string {
+	x := hex.EncodeToString(sum)
+	r := make([]byte, 6)
+	_, _ = rand.Read(r)
+	return fmt.Sprintf("%s/%s/%s/%s-%s.%s", tenant, x[:2], x[2:4], x, hex.EncodeToString(r), ext)
+}
+
+// keep stores the spooled blob (unless its hash is recorded) and records hash, details
+// and a new alias. A concurrent deletion of the last alias of the same hash makes it
+// store the blob after all and try again.
+func (s *Service) keep(ctx context.Context, tenant string, sum []byte, d Details, spool, idemKey string) (Upload, error) {
+	var exists bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM media_hashes WHERE tenant_id = $1 AND hash = $2)`, tenant, sum).Scan(&exists)
+	if err != nil {
+		return Upload{}, db.Translate(err, "media")
+	}
+	ident := ""
+	for range 4 {
+		if !exists && ident == "" {
+			ident = newIdentifier(tenant, sum, extension(d.Format))
+			if err := s.store.Put(ctx, ident, spool); err != nil {
+				return Upload{}, fmt.Errorf("storing an upload in the %s store: %w", s.store.Name(), err)
+			}
+		}
+		up, done, err := s.record(ctx, tenant, sum, d, ident, idemKey)
+		var rolledBack *errRolledBack
+		rolled := errors.As(err, &rolledBack)
+		if err != nil || done {
+			if ident != "" && (rolled || err == nil && (up.Deduplicated || up.replayed)) {
+				// Ours was not needed, or not recorded: remove it now. (After a failed
+				// commit it is left to the prune, which deletes it only if no row names it.)
+				if derr := s.store.Delete(context.WithoutCancel(ctx), ident); derr != nil {
+					s.log.Warn("deleting an unrecorded blob", "identifier", ident, "err", derr)
+				}
+			}
+			if rolled {
+				return Upload{}, rolledBack.error
+			}
+			return up, err
+		}
+		exists = false
+	}
+	return Upload{}, problem.Conflict("transaction_conflict", "the media changed concurrently; retry")
+}
+
+// record records the upload in one transaction. done is false when the hash was
+// deleted concurrently (the blob must be stored, if it is not yet, and inserted).
+func (s *Service) record(ctx context.Context, tenant string, sum []byte, d Details, ident, idemKey string) (up Upload, done bool, err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return Upload{}, false, db.Translate(err, "media")
+	}
+	up, done, err = s.recordTx(ctx, tx, tenant, sum, d, ident, idemKey)
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		var replay *errReplay
+		if errors.As(err, &replay) {
+			replay.up.replayed = true
+			return replay.up, true, nil
+		}
+		return Upload{}, false, &errRolledBack{translateIdentifier(err)}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Upload{}, false, translateIdentifier(err) // may have committed: the blob stays for the prune to judge
+	}
+	return up, done, nil
+}
+
+// errRolledBack wraps an error after which nothing was committed, so a blob stored for
+// the attempt can be deleted at once.
+type errRolledBack struct{ error }
+
+func (e *errRolledBack) Unwrap() error { return e.error }
+
+func (s *Service) recordTx(ctx context.Context, tx pgx.Tx, tenant string, sum []byte, d Details, ident, idemKey string) (Upload, bool, error) {
+	inserted := false
+	if ident != "" {
+		d.CreatedAt = s.cfg.Now().UTC().Truncate(time.Microsecond)
+		tag, err := tx.Exec(ctx, `INSERT INTO media_hashes (tenant_id, hash, size, format, identifier, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, hash) DO NOTHING`, tenant, sum, d.Size, d.Format, ident, d.CreatedAt)
+		if err != nil {
+			return Upload{}, false, err
+		}
+		inserted = tag.RowsAffected() == 1
+		if inserted {
+			if err := detailsRelate(ctx, tx, tenant, sum, d); err != nil {
+				return Upload{}, false, err
+			}
+		}
+	}
+	if !inserted {
+		// Lock the existing hash against a concurrent deletion of its last alias.
+		err := tx.QueryRow(ctx, `SELECT d.details FROM media_hashes h JOIN media_details d USING (tenant_id, hash)
+			WHERE h.tenant_id = $1 AND h.hash = $2 FOR SHARE OF h`, tenant, sum).Scan(&d)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Upload{}, false, nil // deleted meanwhile: store (if not yet) and insert again
+		}
+		if err != nil {
+			return Upload{}, false, err
+		}
+	}
+	if idemKey != "" {
+		var prev Upload
+		replay, err := idem.Claim(ctx, tx, tenant, "media.upload", idemKey, sum, &prev)
+		if err != nil {
+			return Upload{}, false, err
+		}
+		if replay {
+			return Upload{}, false, &errReplay{prev}
+		}
+	}
+	up := Upload{Hash: hex.EncodeToString(sum), Deduplicated: !inserted, Details: d}
+	up.Alias = uuid.NewString() + "." + extension(d.Format)
+	var tokenHash []byte
+	up.DeleteToken, tokenHash = newToken()
+	if _, err := tx.Exec(ctx, `INSERT INTO media_aliases (tenant_id, alias, hash, token_hash) VALUES ($1, $2, $3, $4)`,
+		tenant, up.Alias, sum, tokenHash); err != nil {
+		return Upload{}, false, err
+	}
+	if idemKey != "" {
+		if err := idem.Store(ctx, tx, tenant, "media.upload", idemKey, up); err != nil {
+			return Upload{}, false, err
+		}
+	}
+	err := audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "media.upload", ResourceType: "media", ResourceID: up.Alias,
+		Details: map[string]any{"hash": up.Hash, "size": d.Size, "format": d.Format, "deduplicated": up.Deduplicated}})
+	return up, true, err
+}
+
+// detailsRelate sets a hash's details, replacing any (last write wins), in one statement.
+func detailsRelate(ctx context.Context, tx pgx.Tx, tenant string, sum []byte, d Details) error {
+	_, err := tx.Exec(ctx, `INSERT INTO media_details (tenant_id, hash, details) VALUES ($1, $2, $3)
+		ON CONFLICT (tenant_id, hash) DO UPDATE SET details = EXCLUDED.details`, tenant, sum, d)
+	return err
+}
+
+// translateIdentifier reports an identifier used by another blob as its own conflict
+// (not as "hash exists"), and other errors as usual.
+func translateIdentifier(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" && (pe.ConstraintName == "media_hashes_identifier_key" || pe.ConstraintName == "media_variants_identifier_key") {
+		return problem.Conflict("identifier_taken", "the store identifier is already used by another blob").WithCause(err)
+	}
+	return db.Translate(err, "media")
+}

@@ -1,0 +1,153 @@
+package media_test
+
+import (
+	"bytes"
+	"context"
+	"image"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stratadb/strata/internal/testworld"
+	"github.com/stratadb/strata/media"
+	"github.com/stratadb/strata/queue"
+)
+
+func TestParseSpec(t *testing.T) {
+	t.Parallel()
+	ok := map[string]string{
+		"thumbnail=128":                       "thumbnail=128",
+		"format=jpeg/thumbnail=64":            "thumbnail=64/format=jpeg",
+		"resize=fill:20x10/blur=2/format=png": "resize=fill:20x10/blur=2/format=png",
+		"crop=0,0,5,5":                        "crop=0,0,5,5",
+	}
+	for in, want := range ok {
+		if got, err := media.ParseSpec(in); err != nil || got != want {
+			t.Errorf("%q → %q %v, want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "thumbnail", "thumbnail=0", "thumbnail=99999", "resize=fit:10", "resize=squash:1x1",
+		"crop=1,2,3", "blur=0", "blur=51", "format=webp", "rotate=90", "thumbnail=-1", "a=1/b=2/c=3/d=4/e=5/f=6/g=7/h=8/i=9/j=10/k=11"} {
+		if _, err := media.ParseSpec(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// variantEnv runs a queue and the media service's worker.
+func variantEnv(t *testing.T, cfg media.Config) *env {
+	t.Helper()
+	e := setup(t, media.Config{})
+	q := queue.New(e.Pool, e.Auth, e.Listener, queue.Config{PollInterval: 50 * time.Millisecond})
+	cfg.Queue, cfg.Listener = q, e.Listener
+	e.s = media.New(e.Pool, e.Auth, e.store, cfg)
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { q.Run(ctx) })
+	wg.Go(func() { e.s.Run(ctx) })
+	t.Cleanup(func() { stop(); wg.Wait() })
+	return e
+}
+
+func TestVariantGeneratedOnceAndServed(t *testing.T) {
+	t.Parallel()
+	e := variantEnv(t, media.Config{})
+	up := e.upload(t, pngBytes(t, 40, 20, 1), "image/png")
+	// HEAD-style: not there yet.
+	_, _, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "thumbnail=10/format=jpeg", &media.VariantOptions{ExistsOnly: true})
+	wantProblem(t, err, 404, "variant_not_found")
+	const n = 5
+	var wg sync.WaitGroup
+	out := make([]media.Variant, n)
+	errs := make([]error, n)
+	for i := range n {
+		spec := "thumbnail=10/format=jpeg"
+		if i%2 == 1 {
+			spec = "format=jpeg/thumbnail=10" // the same spec, canonically
+		}
+		wg.Go(func() {
+			var b media.Blob
+			b, out[i], errs[i] = e.s.VariantOpen(e.As(testworld.Viewer), e.Tenant, up.Alias, spec, nil)
+			if b != nil {
+				raw, _ := io.ReadAll(b)
+				_ = b.Close()
+				cfg, format, err := image.DecodeConfig(bytes.NewReader(raw))
+				if err != nil || format != "jpeg" || cfg.Width != 10 || cfg.Height != 5 {
+					t.Errorf("variant bytes: %v %s %dx%d", err, format, cfg.Width, cfg.Height)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || out[i].Spec != "thumbnail=10/format=jpeg" || out[i].Details.Width != 10 || out[i].Details.Format != "jpeg" {
+			t.Fatalf("%d: %+v %v", i, out[i], errs[i])
+		}
+	}
+	if c := e.count(t, "media_variants"); c != 1 {
+		t.Fatalf("%d variant rows", c)
+	}
+	if len(e.blobs(t)) != 2 {
+		t.Fatalf("blobs: %v", e.blobs(t))
+	}
+	if _, _, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "thumbnail=10/format=jpeg", &media.VariantOptions{ExistsOnly: true}); err != nil {
+		t.Fatalf("exists: %v", err)
+	}
+	// Fill crops to the exact box; blur keeps the size.
+	_, v, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "resize=fill:8x8/blur=1", nil)
+	if err != nil || v.Details.Width != 8 || v.Details.Height != 8 || v.Details.Format != "png" {
+		t.Fatalf("fill: %+v %v", v, err)
+	}
+	_, _, err = e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "rotate=9", nil)
+	wantProblem(t, err, 422, "invalid_spec")
+	_, _, err = e.s.VariantOpen(e.As(testworld.Outsider), e.Tenant, up.Alias, "thumbnail=10", nil)
+	wantProblem(t, err, 404, "tenant_not_found")
+	// Backgrounded: 503 pending at once, then there.
+	_, _, err = e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "thumbnail=4", &media.VariantOptions{NoWait: true})
+	wantProblem(t, err, 503, "variant_pending")
+	// Deleting the last alias takes the variants and their blobs along.
+	if err := e.s.MediaDelete(e.ctx, e.Tenant, up.Alias, up.DeleteToken); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.blobs(t)) != 0 || e.count(t, "media_variants") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("left: %v, %d variants", e.blobs(t), e.count(t, "media_variants"))
+		}
+		time.Sleep(20 * time.Millisecond) // the backgrounded job may finish (and be discarded) after the delete
+		_, _ = e.s.BlobsPrune(context.Background())
+	}
+}
+
+func TestVariantsEvictAndDeleteAll(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := variantEnv(t, media.Config{Now: clock})
+	up := e.upload(t, pngBytes(t, 30, 30, 4), "")
+	for _, spec := range []string{"thumbnail=5", "thumbnail=6", "thumbnail=7"} {
+		if _, _, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, spec, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	now = now.Add(time.Hour)
+	mu.Unlock()
+	b, _, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "thumbnail=6", nil) // touched: stays
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Close()
+	n, err := e.s.VariantsEvict(context.Background(), now.Add(-time.Minute))
+	if err != nil || n != 2 || e.count(t, "media_variants") != 1 || len(e.blobs(t)) != 2 {
+		t.Fatalf("evict: %d %v, %v", n, err, e.blobs(t))
+	}
+	_, err = e.s.VariantsDeleteAll(e.As(testworld.Member), e.Tenant)
+	wantProblem(t, err, 403, "forbidden")
+	n, err = e.s.VariantsDeleteAll(e.ctx, e.Tenant)
+	if err != nil || n != 1 || e.count(t, "media_variants") != 0 || len(e.blobs(t)) != 1 {
+		t.Fatalf("delete all: %d %v %v", n, err, e.blobs(t))
+	}
+}
