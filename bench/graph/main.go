@@ -262,7 +262,7 @@ func hops(ctx context.Context, s *strata.Strata, sys context.Context, tenant str
 			} else if timeouts > 0 {
 				cell += fmt.Sprintf(" (%d/%d timed out)", timeouts, len(nodes))
 			}
-			row += fmt.Sprintf(" %s | %.0f× |", cell, float64(c50)/float64(sp50))
+			row += fmt.Sprintf(" %s | %.2f× |", cell, float64(c50)/float64(sp50))
 		}
 		fmt.Println(row)
 	}
