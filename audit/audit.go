@@ -13,7 +13,6 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
-	"io/fs"
 	"net/netip"
 	"strings"
 
@@ -25,15 +24,7 @@ import (
 var migrations embed.FS
 
 // Schema is the audit module's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "audit", FS: mustSub(migrations, "migrations")}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
+var Schema = &migrate.Module{Name: "audit", FS: migrate.Dir(migrations, "migrations")}
 
 // Platform is the chain of platform-level events: users, sign-ins, tenant lifecycle.
 const Platform = "00000000-0000-0000-0000-000000000000"

@@ -12,7 +12,6 @@ import (
 	"cmp"
 	"context"
 	"embed"
-	"io/fs"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -32,15 +31,7 @@ import (
 var migrations embed.FS
 
 // Schema is the auth module's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "auth", FS: mustSub(migrations, "migrations"), Requires: []*migrate.Module{audit.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
+var Schema = &migrate.Module{Name: "auth", FS: migrate.Dir(migrations, "migrations"), Requires: []*migrate.Module{audit.Schema}}
 
 // Config tunes the service. Zero values mean the documented defaults.
 type Config struct {

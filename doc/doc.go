@@ -14,7 +14,6 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
-	"io/fs"
 	"log/slog"
 	"sync"
 	"time"
@@ -33,16 +32,8 @@ import (
 var migrations embed.FS
 
 // Schema is the doc module's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "doc", FS: mustSub(migrations, "migrations"),
+var Schema = &migrate.Module{Name: "doc", FS: migrate.Dir(migrations, "migrations"),
 	Requires: []*migrate.Module{auth.Schema, feed.Schema, idem.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
 
 func init() {
 	// A tenant's documents go with it (they carry no foreign key, for import speed).

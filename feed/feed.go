@@ -14,7 +14,6 @@ package feed
 import (
 	"context"
 	"embed"
-	"io/fs"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -36,15 +35,7 @@ import (
 var migrations embed.FS
 
 // Schema is the feed's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "feed", FS: mustSub(migrations, "migrations"), Requires: []*migrate.Module{auth.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
+var Schema = &migrate.Module{Name: "feed", FS: migrate.Dir(migrations, "migrations"), Requires: []*migrate.Module{auth.Schema}}
 
 func init() {
 	// A tenant's feed goes with it.

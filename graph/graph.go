@@ -19,7 +19,6 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
-	"io/fs"
 	"log/slog"
 	"strings"
 	"sync"
@@ -41,16 +40,8 @@ import (
 var migrations embed.FS
 
 // Schema is the graph's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "graph", FS: mustSub(migrations, "migrations"),
+var Schema = &migrate.Module{Name: "graph", FS: migrate.Dir(migrations, "migrations"),
 	Requires: []*migrate.Module{doc.Schema, feed.Schema, idem.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
 
 func init() {
 	auth.OnTenantDelete(func(ctx context.Context, tx pgx.Tx, tenant string) error {

@@ -15,7 +15,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"log/slog"
 	"mime"
 	"strings"
@@ -36,16 +35,8 @@ import (
 var migrations embed.FS
 
 // Schema is the kv module's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "kv", FS: mustSub(migrations, "migrations"),
+var Schema = &migrate.Module{Name: "kv", FS: migrate.Dir(migrations, "migrations"),
 	Requires: []*migrate.Module{auth.Schema, feed.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
 
 // Config tunes the store. Zero values mean the defaults.
 type Config struct {

@@ -20,7 +20,6 @@ import (
 	"cmp"
 	"context"
 	"embed"
-	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
@@ -39,16 +38,8 @@ import (
 var migrations embed.FS
 
 // Schema is the media module's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "media", FS: mustSub(migrations, "migrations"),
+var Schema = &migrate.Module{Name: "media", FS: migrate.Dir(migrations, "migrations"),
 	Requires: []*migrate.Module{auth.Schema, idem.Schema, queue.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
 
 // Config tunes the service. Zero values mean the defaults.
 type Config struct {

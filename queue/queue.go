@@ -26,7 +26,6 @@ import (
 	"context"
 	"embed"
 	"errors"
-	"io/fs"
 	"log/slog"
 	"sync"
 	"time"
@@ -42,16 +41,8 @@ import (
 var migrations embed.FS
 
 // Schema is the queue module's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "queue", FS: mustSub(migrations, "migrations"),
+var Schema = &migrate.Module{Name: "queue", FS: migrate.Dir(migrations, "migrations"),
 	Requires: []*migrate.Module{auth.Schema, idem.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
 
 // Config tunes the queue. Zero values mean the defaults.
 type Config struct {

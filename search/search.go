@@ -14,7 +14,6 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"log/slog"
 	"sync"
 	"time"
@@ -33,15 +32,7 @@ import (
 var migrations embed.FS
 
 // Schema is the search module's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "search", FS: mustSub(migrations, "migrations"), Requires: []*migrate.Module{doc.Schema, queue.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
+var Schema = &migrate.Module{Name: "search", FS: migrate.Dir(migrations, "migrations"), Requires: []*migrate.Module{doc.Schema, queue.Schema}}
 
 func init() {
 	auth.OnTenantDelete(func(ctx context.Context, tx pgx.Tx, tenant string) error {

@@ -20,7 +20,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
@@ -38,15 +37,7 @@ import (
 var migrations embed.FS
 
 // Schema is the series module's database schema, applied by strata.Open.
-var Schema = &migrate.Module{Name: "series", FS: mustSub(migrations, "migrations"), Requires: []*migrate.Module{auth.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
+var Schema = &migrate.Module{Name: "series", FS: migrate.Dir(migrations, "migrations"), Requires: []*migrate.Module{auth.Schema}}
 
 // Config configures the service. Zero values mean the documented defaults.
 type Config struct {

@@ -10,7 +10,6 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
-	"io/fs"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -23,15 +22,7 @@ import (
 var migrations embed.FS
 
 // Schema is the idempotency-key table, required by modules that honour the header.
-var Schema = &migrate.Module{Name: "idempotency", FS: mustSub(migrations, "migrations"), Requires: []*migrate.Module{auth.Schema}}
-
-func mustSub(f embed.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err)
-	}
-	return sub
-}
+var Schema = &migrate.Module{Name: "idempotency", FS: migrate.Dir(migrations, "migrations"), Requires: []*migrate.Module{auth.Schema}}
 
 // MaxKeyLength bounds an Idempotency-Key.
 const MaxKeyLength = 255

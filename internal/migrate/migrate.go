@@ -37,6 +37,17 @@ type Module struct {
 	Requires []*Module
 }
 
+// Dir is the subdirectory dir of a module's embedded files, for Module.FS (usually
+// Dir(migrations, "migrations") over a //go:embed migrations/*.sql). A bad dir is a
+// programming error: it panics at start.
+func Dir(f fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}
+
 // Migration is one SQL file of a module.
 type Migration struct {
 	Module   string
