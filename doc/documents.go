@@ -77,15 +77,6 @@ func (c *collection) prepare(body []byte) error {
 	return c.validateSchema(body)
 }
 
-// batchExec queues statements into a pgx.Batch, so audit.Record and feed.Append can join
-// a write that is sent in one round trip.
-type batchExec struct{ b *pgx.Batch }
-
-func (q batchExec) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	q.b.Queue(sql, args...)
-	return pgconn.CommandTag{}, nil
-}
-
 // queryer is a transaction or a pool.
 type queryer interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
@@ -156,12 +147,12 @@ func (s *Store) create(ctx context.Context, q queryer, c *collection, in DocInpu
 		VALUES ($1, $2, $3, 1, $4, now(), now()) RETURNING created_at`, c.id, in.ID, c.tenant, string(in.Data))
 	b.Queue(`INSERT INTO document_versions (collection_id, id, version, op, at, actor) VALUES ($1, $2, 1, 'create', now(), $3)`,
 		c.id, in.ID, audit.ActorFrom(ctx).Name)
-	if err := s.runWriteHooks(ctx, batchExec{b}, Written{Tenant: c.tenant, CollectionID: c.id, Collection: c.name,
+	if err := s.runWriteHooks(ctx, db.Batch{B: b}, Written{Tenant: c.tenant, CollectionID: c.id, Collection: c.name,
 		IDs: []string{in.ID}, Bodies: [][]byte{in.Data}, Version: 1}); err != nil {
 		return Document{}, err
 	}
-	_ = feed.Append(ctx, batchExec{b}, feed.Entry{Tenant: c.tenant, Kind: "doc", Scope: c.name, Key: in.ID, Op: "create", Version: 1})
-	_ = audit.Record(ctx, batchExec{b}, audit.Entry{Tenant: c.tenant, Action: "doc.create", ResourceType: "collection", ResourceID: c.name,
+	_ = feed.Append(ctx, db.Batch{B: b}, feed.Entry{Tenant: c.tenant, Kind: "doc", Scope: c.name, Key: in.ID, Op: "create", Version: 1})
+	_ = audit.Record(ctx, db.Batch{B: b}, audit.Entry{Tenant: c.tenant, Action: "doc.create", ResourceType: "collection", ResourceID: c.name,
 		Details: map[string]any{"id": in.ID}})
 	d := Document{ID: in.ID, Collection: c.name, Version: 1, Data: in.Data}
 	br := q.SendBatch(ctx, b)
@@ -377,16 +368,16 @@ func (s *Store) write(ctx context.Context, tx pgx.Tx, c *collection, id, op stri
 	b.Queue(`INSERT INTO document_versions (collection_id, id, version, op, at, actor) VALUES ($1, $2, $3, $4, now(), $5)`,
 		c.id, id, version, op, audit.ActorFrom(ctx).Name)
 	if body == nil {
-		err = s.runDeleteHooks(ctx, batchExec{b}, Deletion{Tenant: c.tenant, CollectionID: c.id, Collection: c.name, IDs: []string{id}})
+		err = s.runDeleteHooks(ctx, db.Batch{B: b}, Deletion{Tenant: c.tenant, CollectionID: c.id, Collection: c.name, IDs: []string{id}})
 	} else {
-		err = s.runWriteHooks(ctx, batchExec{b}, Written{Tenant: c.tenant, CollectionID: c.id, Collection: c.name,
+		err = s.runWriteHooks(ctx, db.Batch{B: b}, Written{Tenant: c.tenant, CollectionID: c.id, Collection: c.name,
 			IDs: []string{id}, Bodies: [][]byte{body}, Version: version})
 	}
 	if err != nil {
 		return Document{}, err
 	}
-	_ = feed.Append(ctx, batchExec{b}, feed.Entry{Tenant: c.tenant, Kind: "doc", Scope: c.name, Key: id, Op: op, Version: version})
-	_ = audit.Record(ctx, batchExec{b}, audit.Entry{Tenant: c.tenant, Action: "doc." + op, ResourceType: "collection", ResourceID: c.name,
+	_ = feed.Append(ctx, db.Batch{B: b}, feed.Entry{Tenant: c.tenant, Kind: "doc", Scope: c.name, Key: id, Op: op, Version: version})
+	_ = audit.Record(ctx, db.Batch{B: b}, audit.Entry{Tenant: c.tenant, Action: "doc." + op, ResourceType: "collection", ResourceID: c.name,
 		Details: map[string]any{"id": id, "version": version}})
 	d := Document{ID: id, Collection: c.name, Version: version, CreatedAt: cur.created, Deleted: body == nil, Data: body}
 	br := tx.SendBatch(ctx, b)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/doc"
@@ -163,17 +162,9 @@ func (s *Store) create(ctx context.Context, tx pgx.Tx, tenant string, t *EdgeTyp
 
 // record queues an edge write's feed entry and audit row.
 func (s *Store) record(ctx context.Context, b *pgx.Batch, tenant string, e Edge, op string) {
-	_ = feed.Append(ctx, batchExec{b}, feed.Entry{Tenant: tenant, Kind: "edge", Scope: e.Type, Key: strconv.FormatInt(e.ID, 10), Op: op, Version: e.Version})
-	_ = audit.Record(ctx, batchExec{b}, audit.Entry{Tenant: tenant, Action: "graph.edge." + op, ResourceType: "graph", ResourceID: e.Type,
+	_ = feed.Append(ctx, db.Batch{B: b}, feed.Entry{Tenant: tenant, Kind: "edge", Scope: e.Type, Key: strconv.FormatInt(e.ID, 10), Op: op, Version: e.Version})
+	_ = audit.Record(ctx, db.Batch{B: b}, audit.Entry{Tenant: tenant, Action: "graph.edge." + op, ResourceType: "graph", ResourceID: e.Type,
 		Details: map[string]any{"id": e.ID, "from": e.From.String(), "to": e.To.String(), "version": e.Version}})
-}
-
-// batchExec queues statements into a batch, so feed and audit rows join one round trip.
-type batchExec struct{ b *pgx.Batch }
-
-func (q batchExec) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	q.b.Queue(sql, args...)
-	return pgconn.CommandTag{}, nil
 }
 
 // docKey is a document by collection id and document id.

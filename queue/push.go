@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/auth"
@@ -370,7 +369,7 @@ func (c *Client) pushOne(ctx context.Context, tenant, queue string, in JobInput)
 				}
 				return err
 			})
-		if err := audit.Record(ctx, batchExec{b}, audit.Entry{Tenant: tenant, Action: "queue.push", ResourceType: "queue",
+		if err := audit.Record(ctx, db.Batch{B: b}, audit.Entry{Tenant: tenant, Action: "queue.push", ResourceType: "queue",
 			ResourceID: queue, Details: map[string]any{"count": 1, "kind": r.kind}}); err != nil {
 			return Pushed{}, err
 		}
@@ -401,15 +400,6 @@ func (c *Client) pushOne(ctx context.Context, tenant, queue string, in JobInput)
 		}
 	}
 	return Pushed{}, problem.Conflict("transaction_conflict", "the unique key was taken and released concurrently; retry")
-}
-
-// batchExec queues statements into a pgx.Batch, so audit.Record can join a write sent in
-// one round trip (a batch runs as one implicit transaction).
-type batchExec struct{ b *pgx.Batch }
-
-func (q batchExec) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	q.b.Queue(sql, args...)
-	return pgconn.CommandTag{}, nil
 }
 
 // inTx runs fn in a transaction on the pool.
