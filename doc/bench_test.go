@@ -58,3 +58,30 @@ func setupB(b *testing.B) *env {
 	_ = context.Background()
 	return e
 }
+
+// BenchmarkDocGet is a get by id through the Go API against the same row read by a bare
+// primary-key SELECT, on the same pool.
+func BenchmarkDocGet(b *testing.B) {
+	e := setupTB(b)
+	e.collection(b, doc.CollectionInput{Name: "b"})
+	for i := range 100 {
+		if _, err := e.store.DocCreate(e.ctx, e.Tenant, "b", doc.DocInput{ID: fmt.Sprintf("d%d", i), Data: json.RawMessage(`{"title": "x", "n": 1}`)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("strata", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			if _, err := e.store.DocGet(e.ctx, e.Tenant, "b", fmt.Sprintf("d%d", i%100)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("raw", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			var body []byte
+			if err := e.Pool.QueryRow(e.ctx, `SELECT body FROM strata.documents WHERE id = $1 LIMIT 1`, fmt.Sprintf("d%d", i%100)).Scan(&body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
