@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -294,6 +295,52 @@ func TestBadInputKeepsNothing(t *testing.T) {
 	}
 	if e.count(t, "media_hashes")+e.count(t, "media_aliases") != 0 || len(e.blobs(t)) != 0 || len(e.spooled(t)) != 0 {
 		t.Fatalf("bad input left rows, blobs %v or spool files %v", e.blobs(t), e.spooled(t))
+	}
+}
+
+// failingStore stores nothing: its Put fails after a delay, so an upload's rows are
+// written (not committed) before the failure arrives.
+type failingStore struct {
+	media.Store
+	delay time.Duration
+}
+
+func (f failingStore) Put(ctx context.Context, _, _ string) error {
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+	}
+	return errors.New("disk on fire")
+}
+
+// An upload whose blob cannot be stored records nothing, whether the store fails before
+// or after the rows are written, and with or without an Idempotency-Key.
+func TestStoreFailureRecordsNothing(t *testing.T) {
+	t.Parallel()
+	e := setup(t, media.Config{})
+	for i, delay := range []time.Duration{0, 200 * time.Millisecond} {
+		for _, key := range []string{"", "k"} {
+			if key != "" {
+				key += strconv.Itoa(i)
+			}
+			s := media.New(e.Pool, e.Auth, failingStore{Store: e.store, delay: delay}, media.Config{})
+			_, err := s.Upload(e.ctx, e.Tenant, media.UploadInput{Body: bytes.NewReader(pngBytes(t, 5, 5, uint8(i))), IdempotencyKey: key})
+			if err == nil || !strings.Contains(err.Error(), "disk on fire") {
+				t.Fatalf("delay %v key %q: %v", delay, key, err)
+			}
+		}
+	}
+	var audited int
+	if err := e.Pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE action = 'media.upload'`).Scan(&audited); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.count(t, "media_hashes") + e.count(t, "media_aliases") + e.count(t, "media_details"); n != 0 || audited != 0 || len(e.spooled(t)) != 0 {
+		t.Fatalf("a failed store left %d rows, %d audit rows, spool files %v", n, audited, e.spooled(t))
+	}
+	// The same bytes upload fine afterwards.
+	up := e.upload(t, pngBytes(t, 5, 5, 0), "")
+	if up.Deduplicated || len(e.blobs(t)) != 1 {
+		t.Fatalf("after the failures: %+v, blobs %v", up, e.blobs(t))
 	}
 }
 

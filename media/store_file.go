@@ -60,7 +60,7 @@ func (s *FileStore) Put(ctx context.Context, id, src string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+	if err := mkdirAllSynced(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("storing %s: %w", id, err)
 	}
 	if err := syncFile(src); err != nil {
@@ -107,6 +107,28 @@ func (s *FileStore) copyIn(src, dst string) (err error) {
 		return err
 	}
 	return os.Rename(tmp.Name(), dst)
+}
+
+// mkdirAllSynced is os.MkdirAll that also fsyncs the parent of every directory it
+// creates, so a blob's directory survives a crash as surely as the blob's own entry.
+func mkdirAllSynced(dir string) error {
+	if st, err := os.Stat(dir); err == nil {
+		if !st.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent == dir {
+		return fmt.Errorf("cannot create %s", dir)
+	}
+	if err := mkdirAllSynced(parent); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
 }
 
 func syncFile(name string) error {

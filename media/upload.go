@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -101,7 +102,13 @@ func (s *Service) spool(body io.Reader) (*os.File, []byte, int64, error) {
 	}
 	h := sha256.New()
 	max := s.cfg.Limits.MaxBytes
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, max+1))
+	// Bodies arrive in small reads (4 KiB from a multipart part); buffering the file's
+	// writes saves a system call per read.
+	w := bufio.NewWriterSize(&writebackWriter{f: f}, 256<<10)
+	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(body, max+1))
+	if err == nil {
+		err = w.Flush()
+	}
 	if err != nil {
 		if p, ok := problem.As(err); ok {
 			return fail(p)
@@ -115,6 +122,22 @@ func (s *Service) spool(body io.Reader) (*os.File, []byte, int64, error) {
 		return fail(rejected("empty_upload", "the upload has no bytes"))
 	}
 	return f, h.Sum(nil), n, nil
+}
+
+// writebackWriter writes to a spool file and starts the kernel's writeback of every
+// chunk written, so the disk works while the rest of the upload arrives.
+type writebackWriter struct {
+	f   *os.File
+	off int64
+}
+
+func (w *writebackWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if n > 0 {
+		startWriteback(w.f, w.off, int64(n))
+		w.off += int64(n)
+	}
+	return n, err
 }
 
 func newToken() (string, []byte) {
@@ -151,14 +174,29 @@ func (s *Service) keep(ctx context.Context, tenant string, sum []byte, d Details
 		return Upload{}, db.Translate(err, "media")
 	}
 	ident := ""
-	for range 4 {
+	for attempt := range 4 {
+		var stored chan error
 		if !exists && ident == "" {
+			// The blob is stored while the rows are written; they commit only after the
+			// store has it durably, so no row ever names a missing blob.
 			ident = newIdentifier(tenant, sum, extension(d.Format))
-			if err := s.store.Put(ctx, ident, spool); err != nil {
-				return Upload{}, fmt.Errorf("storing an upload in the %s store: %w", s.store.Name(), err)
-			}
+			stored = make(chan error, 1)
+			go func(ident string) {
+				if err := s.store.Put(ctx, ident, spool); err != nil {
+					stored <- fmt.Errorf("storing an upload in the %s store: %w", s.store.Name(), err)
+					return
+				}
+				stored <- nil
+			}(ident)
 		}
-		up, done, err := s.record(ctx, tenant, sum, d, ident, idemKey)
+		var up Upload
+		var done bool
+		var err error
+		if attempt == 0 && stored != nil && idemKey == "" {
+			up, done, err = s.recordNew(ctx, tenant, sum, d, ident, stored)
+		} else {
+			up, done, err = s.record(ctx, tenant, sum, d, ident, idemKey, stored)
+		}
 		var rolledBack *errRolledBack
 		rolled := errors.As(err, &rolledBack)
 		if err != nil || done {
@@ -181,12 +219,32 @@ func (s *Service) keep(ctx context.Context, tenant string, sum []byte, d Details
 
 // record records the upload in one transaction. done is false when the hash was
 // deleted concurrently (the blob must be stored, if it is not yet, and inserted).
-func (s *Service) record(ctx context.Context, tenant string, sum []byte, d Details, ident, idemKey string) (up Upload, done bool, err error) {
+// stored, when not nil, answers once the blob is durably stored (or could not be):
+// record always waits for it, and commits only after it answered nil.
+func (s *Service) record(ctx context.Context, tenant string, sum []byte, d Details, ident, idemKey string, stored <-chan error) (up Upload, done bool, err error) {
+	waitStored := func() error {
+		if stored == nil {
+			return nil
+		}
+		err := <-stored
+		stored = nil
+		return err
+	}
+	defer func() { _ = waitStored() }() // never return while the store is still writing
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return Upload{}, false, db.Translate(err, "media")
+		if serr := waitStored(); serr != nil {
+			return Upload{}, false, &errRolledBack{serr}
+		}
+		return Upload{}, false, &errRolledBack{db.Translate(err, "media")}
 	}
 	up, done, err = s.recordTx(ctx, tx, tenant, sum, d, ident, idemKey)
+	if err == nil {
+		if serr := waitStored(); serr != nil {
+			_ = tx.Rollback(ctx)
+			return Upload{}, false, &errRolledBack{serr}
+		}
+	}
 	if err != nil {
 		_ = tx.Rollback(ctx)
 		var replay *errReplay
@@ -200,6 +258,65 @@ func (s *Service) record(ctx context.Context, tenant string, sum []byte, d Detai
 		return Upload{}, false, translateIdentifier(err) // may have committed: the blob stays for the prune to judge
 	}
 	return up, done, nil
+}
+
+// recordNew is record for new bytes without an Idempotency-Key, the common case, in two
+// round trips instead of seven: the rows are written in one pipelined batch that opens
+// the transaction (a plain BEGIN, since pgx's Begin would cost a round trip of its own),
+// and COMMIT follows once stored answered nil. done is false, with nothing written, when
+// the hash turned out to be recorded already; record then adds the alias to it.
+func (s *Service) recordNew(ctx context.Context, tenant string, sum []byte, d Details, ident string, stored <-chan error) (up Upload, done bool, err error) {
+	waited := false
+	defer func() {
+		if !waited {
+			<-stored // never return while the store is still writing
+		}
+	}()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return Upload{}, false, &errRolledBack{db.Translate(err, "media")}
+	}
+	// A connection released inside a transaction (after an error) is closed by the pool.
+	defer conn.Release()
+	rollback := func(err error) (Upload, bool, error) {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		return Upload{}, false, &errRolledBack{err}
+	}
+	d.CreatedAt = s.cfg.Now().UTC().Truncate(time.Microsecond)
+	up = Upload{Hash: hex.EncodeToString(sum), Details: d, Alias: uuid.NewString() + "." + extension(d.Format)}
+	var tokenHash []byte
+	up.DeleteToken, tokenHash = newToken()
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	var inserted bool
+	b.Queue(`WITH h AS (
+			INSERT INTO media_hashes (tenant_id, hash, size, format, identifier, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, hash) DO NOTHING
+			RETURNING tenant_id, hash),
+		dd AS (INSERT INTO media_details (tenant_id, hash, details) SELECT tenant_id, hash, $7 FROM h
+			ON CONFLICT (tenant_id, hash) DO UPDATE SET details = EXCLUDED.details),
+		a AS (INSERT INTO media_aliases (tenant_id, alias, hash, token_hash) SELECT tenant_id, $8, hash, $9 FROM h)
+		SELECT EXISTS (SELECT FROM h)`,
+		tenant, sum, d.Size, d.Format, ident, d.CreatedAt, d, up.Alias, tokenHash).QueryRow(func(r pgx.Row) error { return r.Scan(&inserted) })
+	// Written even when nothing was inserted: the transaction is then rolled back.
+	_ = audit.Record(ctx, db.Batch{B: b}, audit.Entry{Tenant: tenant, Action: "media.upload", ResourceType: "media", ResourceID: up.Alias,
+		Details: map[string]any{"hash": up.Hash, "size": d.Size, "format": d.Format, "deduplicated": false}})
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return rollback(translateIdentifier(err))
+	}
+	waited = true
+	serr := <-stored
+	switch {
+	case serr != nil:
+		return rollback(serr)
+	case !inserted:
+		_, _, _ = rollback(nil)
+		return Upload{}, false, nil
+	}
+	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+		return Upload{}, false, translateIdentifier(err) // may have committed: the blob stays for the prune to judge
+	}
+	return up, true, nil
 }
 
 // errRolledBack wraps an error after which nothing was committed, so a blob stored for
