@@ -244,6 +244,9 @@ func (s *Strata) startModules(ctx context.Context) error {
 	mediaCfg.Logger = cmp.Or(mediaCfg.Logger, log)
 	mediaCfg.Queue, mediaCfg.Listener = s.queue, s.listener
 	s.media = media.New(s.pool, s.auth, mediaStore, mediaCfg)
+	if err := s.media.StoreCheck(ctx); err != nil {
+		return err
+	}
 	s.bg.Go(func() { s.media.Run(bg) })
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -93,6 +94,10 @@ type Service struct {
 
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // by variant notification id
+
+	// moved names the store the blobs were moved to while this node runs with another
+	// (see StoreCheck); new blobs are then refused.
+	moved atomic.Pointer[string]
 }
 
 // New returns the service keeping blobs in store. Run prunes in the background.
@@ -171,6 +176,9 @@ func (s *Service) Run(ctx context.Context) {
 		}
 		if _, err := s.UploadsExpire(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("expiring backgrounded uploads", "err", err)
+		}
+		if err := s.storeWatch(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("media store", "err", err)
 		}
 		if _, err := s.BlobsPrune(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("pruning media blobs", "err", err)

@@ -17,8 +17,8 @@ type Blob interface {
 
 // Store keeps blobs under identifiers (relative slash-separated paths that the Service
 // chooses, unique per write). Implementations must make Put atomic — a reader never sees
-// a partly written blob — and durable before it returns, because the Service records the
-// blob in PostgreSQL right after.
+// a partly written blob — and durable before it returns, because the Service commits the
+// rows that name the blob as soon as it returns.
 type Store interface {
 	// Name names the store in logs and errors ("file", "s3").
 	Name() string

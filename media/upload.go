@@ -168,6 +168,9 @@ func newIdentifier(tenant string, sum []byte, ext string) string {
 // and a new alias. A concurrent deletion of the last alias of the same hash makes it
 // store the blob after all and try again.
 func (s *Service) keep(ctx context.Context, tenant string, sum []byte, d Details, spool, idemKey string) (Upload, error) {
+	if err := s.refuseIfMoved(); err != nil {
+		return Upload{}, err
+	}
 	var exists bool
 	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM media_hashes WHERE tenant_id = $1 AND hash = $2)`, tenant, sum).Scan(&exists)
 	if err != nil {

@@ -238,6 +238,9 @@ func (s *Service) variantJob(ctx context.Context, j *queue.Job) error {
 	_, _ = rand.Read(r)
 	specSum := sha256.Sum256([]byte(p.Spec))
 	vident := fmt.Sprintf("%s/variants/%s/%s-%s-%s.%s", tenant, p.Hash[:2], p.Hash, hex.EncodeToString(specSum[:6]), hex.EncodeToString(r), formats[outFormat].ext)
+	if err := s.refuseIfMoved(); err != nil {
+		return err // retried later, by a node with the right store
+	}
 	if err := s.store.Put(ctx, vident, f.Name()); err != nil {
 		return err
 	}

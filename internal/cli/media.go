@@ -44,8 +44,9 @@ func cmdMedia(stdio *IO) *cobra.Command {
 		Short: "Copy every media blob from the configured store to another (--to file|s3), resumably, with a progress bar",
 		Long: "migrate-store copies every original and variant from the store --media-store names to the store --to names " +
 			"(configured by the same --media-s3-* settings), keeping their identifiers. Interrupted (crash, error, ^C), " +
-			"it resumes where it stopped without reading finished blobs from the old store again. When it reports " +
-			"success, set --media-store to the new store and restart. Run it while no node accepts uploads.",
+			"it resumes where it stopped without reading finished blobs from the old store again. When every blob is " +
+			"moved, the repository records the new store: nodes must then run with --media-store set to it (one " +
+			"configured with the old store refuses to start). Run it while no node accepts uploads.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, e, err := openForMaintenance(cmd, stdio)
@@ -81,8 +82,9 @@ func cmdMedia(stdio *IO) *cobra.Command {
 			}
 			fmt.Fprintf(stdio.Stdout, "moved %d blobs (%d already moved by an earlier run, %d missing from the old store) to the %s store\n",
 				rep.Moved, rep.Skipped, rep.Missing, target.Name())
-			if rep.Missing == 0 {
-				fmt.Fprintf(stdio.Stdout, "now set --media-store %s and restart\n", to)
+			if rep.Switched {
+				fmt.Fprintf(stdio.Stdout, "the repository now points at the %s store: start every node with --media-store %s "+
+					"(a node started with another store refuses to start; a running one refuses new media until restarted)\n", to, to)
 			}
 			return nil
 		},

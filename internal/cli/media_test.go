@@ -89,8 +89,13 @@ func TestMediaMigrateStoreCommand(t *testing.T) {
 		t.Fatalf("without --to: %d %q", code, errOut)
 	}
 	code, out, errOut := strata(ctx, env, "media", "migrate-store", "--to", "s3")
-	if code != 0 || !strings.Contains(out, "moved 1 blobs") || !strings.Contains(out, "--media-store s3") {
+	if code != 0 || !strings.Contains(out, "moved 1 blobs") || !strings.Contains(out, "now points at the s3 store") {
 		t.Fatalf("migrate-store: exit %d %q %q", code, out, errOut)
+	}
+	// The repository points at the new store: a node on the old one refuses to start.
+	if _, err := platform.Open(ctx, platform.Config{DatabaseURL: url, DataDir: dir}); err == nil ||
+		!strings.Contains(err.Error(), "the media blobs are in the s3 store") {
+		t.Fatalf("a node on the old store: %v", err)
 	}
 	// Configured on the new store, the platform serves the bytes from S3.
 	env["STRATA_MEDIA_STORE"] = "s3"

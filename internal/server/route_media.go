@@ -129,7 +129,7 @@ func (s *Server) routesMedia() {
 			"shown only in this answer. A Content-Length over the limit answers 413 before the body is read.",
 		Security: signedIn, DefaultStatus: http.StatusCreated, BodyReadTimeout: -1,
 		Middlewares: huma.Middlewares{keepRequest},
-		Errors:      []int{400, 401, 403, 404, 413, 415, 422},
+		Errors:      []int{400, 401, 403, 404, 413, 415, 422, 503},
 	}, func(ctx context.Context, in *mediaUploadIn) (*mediaUploadOut, error) {
 		part, err := uploadPart(ctx, svc, in.ContentType)
 		if err != nil {
