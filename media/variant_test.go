@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/internal/testworld"
 	"github.com/stratadb/strata/media"
 	"github.com/stratadb/strata/queue"
@@ -149,5 +150,68 @@ func TestVariantsEvictAndDeleteAll(t *testing.T) {
 	n, err = e.s.VariantsDeleteAll(e.ctx, e.Tenant)
 	if err != nil || n != 1 || e.count(t, "media_variants") != 0 || len(e.blobs(t)) != 1 {
 		t.Fatalf("delete all: %d %v %v", n, err, e.blobs(t))
+	}
+}
+
+// A producer that claims a variant's job and then stops heart-beating (a crashed or
+// wedged node) is taken over once its lease runs out: a waiting GET gets the variant from
+// another worker, made once, and the stalled producer's late completion changes nothing.
+func TestVariantStalledProducerTakenOver(t *testing.T) {
+	t.Parallel()
+	e := setup(t, media.Config{})
+	q := queue.New(e.Pool, e.Auth, e.Listener, queue.Config{PollInterval: 50 * time.Millisecond, ReapInterval: 100 * time.Millisecond})
+	cfg := media.Config{Queue: q, Listener: e.Listener, VariantWait: 15 * time.Second}
+	e.s = media.New(e.Pool, e.Auth, e.store, cfg)
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }()
+	wg.Go(func() { q.Run(ctx) }) // the queue (and its reaper), but no media worker yet
+	up := e.upload(t, pngBytes(t, 30, 30, 4), "image/png")
+	const spec = "thumbnail=12"
+	_, _, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, spec, &media.VariantOptions{NoWait: true})
+	wantProblem(t, err, 503, "variant_pending")
+
+	// The stalled producer: claims the job with a one-second lease, then goes silent.
+	sys := auth.System(context.Background())
+	jobs, err := q.JobClaim(sys, e.Tenant, "media-variants", &queue.ClaimOptions{Lease: time.Second, Worker: "stalled"})
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("stalled claim: %v %v", jobs, err)
+	}
+	stalled := jobs[0].Claim()
+
+	// A healthy node starts; a GET waits through the takeover.
+	wg.Go(func() { e.s.Run(ctx) })
+	start := time.Now()
+	b, v, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, spec, nil)
+	if err != nil {
+		t.Fatalf("after the stall: %v", err)
+	}
+	_ = b.Close()
+	if v.Details.Width != 12 {
+		t.Fatalf("variant: %+v", v)
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Fatalf("taken over only after %v", waited)
+	}
+	job, err := q.JobGet(sys, e.Tenant, "media-variants", stalled.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for job.State != "completed" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		if job, err = q.JobGet(sys, e.Tenant, "media-variants", stalled.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if job.State != "completed" || job.Attempt != 2 {
+		t.Fatalf("job after the takeover: %s, attempt %d", job.State, job.Attempt)
+	}
+	// The stalled producer wakes up and reports: refused, nothing changes.
+	if err := q.JobComplete(sys, e.Tenant, "media-variants", stalled, nil); err == nil {
+		t.Fatal("a late completion from the stalled producer was accepted")
+	}
+	if c := e.count(t, "media_variants"); c != 1 || len(e.blobs(t)) != 2 {
+		t.Fatalf("%d variant rows, blobs %v", c, e.blobs(t))
 	}
 }
