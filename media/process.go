@@ -7,6 +7,7 @@ import (
 	"image/draw"
 	"image/gif"
 	"image/jpeg"
+	"image/color/palette"
 	"image/png"
 	"io"
 	"strconv"
@@ -24,7 +25,10 @@ import (
 //	blur=R             box blur of radius R (1 to 50) pixels, three passes
 //	format=F           encode as png, jpeg or gif (default: the original's format)
 //
-// For example "thumbnail=256/format=jpeg". Animated GIFs are processed from their first
+// For example "thumbnail=256/format=jpeg". An animated GIF stays animated when the
+// variant is a GIF too (every frame is composed as a viewer shows it, processed and
+// re-quantized to its own palette, with its delay and the loop count kept); converted to
+// PNG or JPEG, or over 100 million pixels in all its frames, it gives a still of its first
 // frame. Sizes are 1 to 10,000 pixels.
 type op struct {
 	name       string
@@ -159,23 +163,32 @@ func canonical(ops []op, format string) string {
 	return strings.Join(parts, "/")
 }
 
+// maxAnimatedPixels bounds the pixels of all frames of a GIF made into an animated
+// variant (they are decoded together, a byte each): about 100 MB.
+const maxAnimatedPixels = 100_000_000
+
 // process decodes src, applies the spec and encodes the result to dst in the spec's
-// format (or origFormat), answering the output's format and size.
-func process(src io.Reader, origFormat, spec string, dst io.Writer) (string, image.Point, error) {
+// format (or origFormat), answering the output's format, size and frames. animate makes
+// a GIF into a GIF of all its frames; otherwise the first frame is used.
+func process(src io.Reader, origFormat, spec string, dst io.Writer, animate bool) (string, image.Point, int, error) {
 	ops, format, err := parseSpec(spec)
 	if err != nil {
-		return "", image.Point{}, err
+		return "", image.Point{}, 0, err
+	}
+	if format == "" {
+		format = origFormat
+	}
+	if animate && origFormat == "gif" && format == "gif" {
+		size, frames, err := processGIF(src, ops, dst)
+		return format, size, frames, err
 	}
 	img, _, err := image.Decode(src)
 	if err != nil {
-		return "", image.Point{}, fmt.Errorf("decoding the original: %w", err)
+		return "", image.Point{}, 0, fmt.Errorf("decoding the original: %w", err)
 	}
 	m := toRGBA(img)
 	for _, o := range ops {
 		m = apply(m, o)
-	}
-	if format == "" {
-		format = origFormat
 	}
 	switch format {
 	case "jpeg":
@@ -186,7 +199,64 @@ func process(src io.Reader, origFormat, spec string, dst io.Writer) (string, ima
 		format = "png"
 		err = (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(dst, m)
 	}
-	return format, m.Bounds().Size(), err
+	return format, m.Bounds().Size(), 1, err
+}
+
+// processGIF applies ops to every frame of a GIF, as a viewer composes it (frames drawn
+// over the canvas, then disposed of as each asks), and encodes the results as an
+// animation of whole frames with the original delays and loop count. One canvas is kept
+// in memory, and the processed frames as palette images.
+func processGIF(src io.Reader, ops []op, dst io.Writer) (image.Point, int, error) {
+	g, err := gif.DecodeAll(src)
+	if err != nil {
+		return image.Point{}, 0, fmt.Errorf("decoding the original: %w", err)
+	}
+	screen := image.Rect(0, 0, g.Config.Width, g.Config.Height)
+	for _, fr := range g.Image {
+		screen = screen.Union(fr.Bounds())
+	}
+	canvas := image.NewRGBA(screen)
+	out := &gif.GIF{LoopCount: g.LoopCount}
+	var size image.Point
+	for i, fr := range g.Image {
+		disposal := byte(0)
+		if i < len(g.Disposal) {
+			disposal = g.Disposal[i]
+		}
+		var previous *image.RGBA
+		if disposal == gif.DisposalPrevious {
+			previous = toRGBA(canvas)
+		}
+		draw.Draw(canvas, fr.Bounds(), fr, fr.Bounds().Min, draw.Over)
+		m := toRGBA(canvas) // a copy: the ops may answer their input
+		for _, o := range ops {
+			m = apply(m, o)
+		}
+		pal := fr.Palette
+		if len(pal) == 0 {
+			pal = palette.Plan9
+		}
+		p := image.NewPaletted(m.Bounds(), pal)
+		draw.FloydSteinberg.Draw(p, p.Bounds(), m, m.Bounds().Min)
+		delay := 0
+		if i < len(g.Delay) {
+			delay = g.Delay[i]
+		}
+		out.Image = append(out.Image, p)
+		out.Delay = append(out.Delay, delay)
+		out.Disposal = append(out.Disposal, gif.DisposalNone)
+		size = m.Bounds().Size()
+		switch disposal {
+		case gif.DisposalBackground:
+			draw.Draw(canvas, fr.Bounds(), image.Transparent, image.Point{}, draw.Src)
+		case gif.DisposalPrevious:
+			draw.Draw(canvas, canvas.Bounds(), previous, image.Point{}, draw.Src)
+		}
+	}
+	if len(out.Image) == 0 {
+		return image.Point{}, 0, fmt.Errorf("decoding the original: a GIF without frames")
+	}
+	return size, len(out.Image), gif.EncodeAll(dst, out)
 }
 
 func toRGBA(img image.Image) *image.RGBA {

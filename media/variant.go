@@ -200,7 +200,9 @@ func (s *Service) variantJob(ctx context.Context, j *queue.Job) error {
 		return err
 	}
 	var ident, format string
-	err = s.pool.QueryRow(ctx, `SELECT identifier, format FROM media_hashes WHERE tenant_id = $1 AND hash = $2`, tenant, sum).Scan(&ident, &format)
+	var orig Details
+	err = s.pool.QueryRow(ctx, `SELECT h.identifier, h.format, coalesce(d.details, '{}') FROM media_hashes h
+		LEFT JOIN media_details d USING (tenant_id, hash) WHERE h.tenant_id = $1 AND h.hash = $2`, tenant, sum).Scan(&ident, &format, &orig)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return queue.Discard(errors.New("the original is gone"))
 	}
@@ -224,7 +226,9 @@ func (s *Service) variantJob(ctx context.Context, j *queue.Job) error {
 	}
 	defer func() { _ = f.Close(); _ = os.Remove(f.Name()) }()
 	start := time.Now()
-	outFormat, size, err := process(src, format, p.Spec, f)
+	// An animation is decoded whole; past maxAnimatedPixels its variant is a still.
+	animate := orig.Frames > 1 && int64(orig.Frames)*int64(orig.Width)*int64(orig.Height) <= maxAnimatedPixels
+	outFormat, size, frames, err := process(src, format, p.Spec, f, animate)
 	if err != nil {
 		return queue.Discard(err)
 	}
@@ -232,7 +236,7 @@ func (s *Service) variantJob(ctx context.Context, j *queue.Job) error {
 	if err != nil {
 		return err
 	}
-	d := Details{Width: size.X, Height: size.Y, Frames: 1, ContentType: formats[outFormat].contentType, Format: outFormat,
+	d := Details{Width: size.X, Height: size.Y, Frames: frames, ContentType: formats[outFormat].contentType, Format: outFormat,
 		Size: st.Size(), CreatedAt: s.cfg.Now().UTC().Truncate(time.Microsecond)}
 	r := make([]byte, 6)
 	_, _ = rand.Read(r)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"image"
+	"image/color"
+	"image/gif"
 	"io"
 	"sync"
 	"testing"
@@ -213,5 +215,64 @@ func TestVariantStalledProducerTakenOver(t *testing.T) {
 	}
 	if c := e.count(t, "media_variants"); c != 1 || len(e.blobs(t)) != 2 {
 		t.Fatalf("%d variant rows, blobs %v", c, e.blobs(t))
+	}
+}
+
+// An animated GIF's GIF variant keeps every frame, composed as a viewer shows it, with
+// its delays and loop count; its PNG variant is a still of the first frame.
+func TestVariantAnimatedGIF(t *testing.T) {
+	t.Parallel()
+	e := variantEnv(t, media.Config{})
+	red, blue, green := color.RGBA{255, 0, 0, 255}, color.RGBA{0, 0, 255, 255}, color.RGBA{0, 255, 0, 255}
+	pal := color.Palette{red, blue, green, color.Transparent}
+	full := image.NewPaletted(image.Rect(0, 0, 40, 20), pal) // all red
+	// Frame 2 paints the left half blue; frame 3 paints the right half green and asks to be
+	// cleared afterwards (it is the last frame: no effect on the output).
+	left := image.NewPaletted(image.Rect(0, 0, 20, 20), pal)
+	right := image.NewPaletted(image.Rect(20, 0, 40, 20), pal)
+	for i := range left.Pix {
+		left.Pix[i], right.Pix[i] = 1, 2
+	}
+	var src bytes.Buffer
+	if err := gif.EncodeAll(&src, &gif.GIF{Image: []*image.Paletted{full, left, right}, Delay: []int{10, 20, 30},
+		Disposal: []byte{gif.DisposalNone, gif.DisposalNone, gif.DisposalBackground}, LoopCount: 3,
+		Config: image.Config{ColorModel: pal, Width: 40, Height: 20}}); err != nil {
+		t.Fatal(err)
+	}
+	up := e.upload(t, src.Bytes(), "image/gif")
+	if up.Details.Frames != 3 {
+		t.Fatalf("upload details: %+v", up.Details)
+	}
+	b, v, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "thumbnail=10", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(b)
+	_ = b.Close()
+	g, err := gif.DecodeAll(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Details.Frames != 3 || v.Details.Format != "gif" || len(g.Image) != 3 || g.LoopCount != 3 ||
+		g.Delay[0] != 10 || g.Delay[1] != 20 || g.Delay[2] != 30 {
+		t.Fatalf("animated variant: %+v, %d frames, loop %d, delays %v", v.Details, len(g.Image), g.LoopCount, g.Delay)
+	}
+	at := func(frame, x, y int) color.RGBA {
+		r, gg, bb, a := g.Image[frame].At(x, y).RGBA()
+		return color.RGBA{uint8(r >> 8), uint8(gg >> 8), uint8(bb >> 8), uint8(a >> 8)}
+	}
+	// Each output frame is whole: the composition so far, scaled to 10×5.
+	want := [][2]color.RGBA{{red, red}, {blue, red}, {blue, green}} // left and right edge per frame
+	for i, w := range want {
+		if g.Image[i].Bounds() != image.Rect(0, 0, 10, 5) {
+			t.Fatalf("frame %d bounds %v", i, g.Image[i].Bounds())
+		}
+		if l, r := at(i, 0, 2), at(i, 9, 2); l != w[0] || r != w[1] {
+			t.Errorf("frame %d: left %v right %v, want %v %v", i, l, r, w[0], w[1])
+		}
+	}
+	_, still, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "thumbnail=10/format=png", nil)
+	if err != nil || still.Details.Frames != 1 || still.Details.Format != "png" {
+		t.Fatalf("still: %+v %v", still.Details, err)
 	}
 }
