@@ -242,7 +242,7 @@ func (s *Strata) startModules(ctx context.Context) error {
 	}
 	mediaCfg := s.cfg.Media
 	mediaCfg.Logger = cmp.Or(mediaCfg.Logger, log)
-	mediaCfg.Queue, mediaCfg.Listener = s.queue, s.listener
+	mediaCfg.Queue, mediaCfg.Listener, mediaCfg.KV = s.queue, s.listener, s.kv
 	s.media = media.New(s.pool, s.auth, mediaStore, mediaCfg)
 	if err := s.media.StoreCheck(ctx); err != nil {
 		return err

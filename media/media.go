@@ -32,6 +32,7 @@ import (
 	"github.com/stratadb/strata/internal/idem"
 	"github.com/stratadb/strata/internal/migrate"
 	"github.com/stratadb/strata/problem"
+	"github.com/stratadb/strata/kv"
 	"github.com/stratadb/strata/queue"
 )
 
@@ -40,7 +41,7 @@ var migrations embed.FS
 
 // Schema is the media module's database schema, applied by strata.Open.
 var Schema = &migrate.Module{Name: "media", FS: migrate.Dir(migrations, "migrations"),
-	Requires: []*migrate.Module{auth.Schema, idem.Schema, queue.Schema}}
+	Requires: []*migrate.Module{auth.Schema, idem.Schema, queue.Schema, kv.Schema}}
 
 // Config tunes the service. Zero values mean the defaults.
 type Config struct {
@@ -70,6 +71,10 @@ type Config struct {
 	// both, variants are unavailable (503 variants_unavailable).
 	Queue    *queue.Client
 	Listener *db.Listener
+	// KV keeps the tenants' media settings (the not-found image, under the key
+	// "media/not-found"). Without it, setting one is unavailable (503
+	// settings_unavailable) and none is served.
+	KV *kv.Store
 	// VariantWorkers is how many variants this node generates at once. Default 2.
 	VariantWorkers int
 	// VariantWait bounds how long a request waits for a variant being generated before

@@ -23,6 +23,7 @@ import (
 
 	"github.com/stratadb/strata/internal/testdb"
 	"github.com/stratadb/strata/internal/testworld"
+	"github.com/stratadb/strata/kv"
 	"github.com/stratadb/strata/media"
 	"github.com/stratadb/strata/problem"
 )
@@ -35,6 +36,7 @@ type env struct {
 	store *media.FileStore
 	dir   string
 	ctx   context.Context
+	kv    *kv.Store
 }
 
 func setup(t *testing.T, cfg media.Config) *env { return setupB(t, cfg) }
@@ -51,7 +53,10 @@ func setupB(t testing.TB, cfgs ...media.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{World: w, s: media.New(w.Pool, w.Auth, st, cfg), store: st, dir: dir, ctx: w.As(testworld.Owner)}
+	if cfg.KV == nil {
+		cfg.KV = kv.New(w.Pool, w.Auth, w.Feed, kv.Config{})
+	}
+	return &env{World: w, s: media.New(w.Pool, w.Auth, st, cfg), store: st, dir: dir, ctx: w.As(testworld.Owner), kv: cfg.KV}
 }
 
 // blobs lists the store's blobs.
@@ -578,5 +583,47 @@ func TestUploadIdempotencyKey(t *testing.T) {
 	}
 	if c, err := up(body, "k2"); err != nil || c.Alias == a.Alias {
 		t.Fatalf("new key: %+v %v", c, err)
+	}
+}
+
+// The not-found image is a setting in the tenant's key-value store: visible there (with
+// its description), read back by media, unset idempotently, and per tenant.
+func TestNotFoundImageInKV(t *testing.T) {
+	t.Parallel()
+	e := setup(t, media.Config{})
+	up := e.upload(t, pngBytes(t, 3, 3, 1), "")
+	if _, _, ok, err := e.s.NotFoundOpen(e.ctx, e.Tenant); ok || err != nil {
+		t.Fatalf("none set: %v %v", ok, err)
+	}
+	wantProblem(t, e.s.NotFoundSet(e.ctx, e.Tenant, "nope.png"), 404, "alias_not_found")
+	if err := e.s.NotFoundSet(e.ctx, e.Tenant, up.Alias); err != nil {
+		t.Fatal(err)
+	}
+	entry, err := e.kv.KeyGet(e.ctx, e.Tenant, "media/not-found")
+	if err != nil || string(entry.Value) != `"`+up.Alias+`"` || entry.ContentType != "application/json" || entry.Description == "" {
+		t.Fatalf("kv entry: %+v %v", entry, err)
+	}
+	b, m, ok, err := e.s.NotFoundOpen(e.ctx, e.Tenant)
+	if err != nil || !ok || m.Alias != up.Alias {
+		t.Fatalf("open: %+v %v %v", m, ok, err)
+	}
+	_ = b.Close()
+	if _, _, ok, _ := e.s.NotFoundOpen(e.ctx, e.Other); ok {
+		t.Fatal("another tenant sees the not-found image")
+	}
+	// A value that is not an alias (written through kv by hand) means none.
+	if _, _, err := e.kv.KeyPut(e.ctx, e.Tenant, "media/not-found", kv.PutInput{Value: []byte(`{"x":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, err := e.s.NotFoundOpen(e.ctx, e.Tenant); ok || err != nil {
+		t.Fatalf("a non-alias value: %v %v", ok, err)
+	}
+	for range 2 { // unsetting twice is fine
+		if err := e.s.NotFoundSet(e.ctx, e.Tenant, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.kv.KeyGet(e.ctx, e.Tenant, "media/not-found"); err == nil {
+		t.Fatal("unset left the key")
 	}
 }

@@ -2,26 +2,42 @@ package media
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/internal/db"
+	"github.com/stratadb/strata/kv"
+	"github.com/stratadb/strata/problem"
 )
 
-const notFoundKey = "not_found_alias"
+// notFoundKey is the tenant's kv key naming the not-found image's alias (a JSON string).
+const notFoundKey = "media/not-found"
+
+var notFoundDescription = "The alias of the image media answers, with status 404, for an alias the tenant does not have."
 
 // NotFoundSet chooses the image answered (with status 404) for aliases the tenant does not
 // have (admin on "media:*"): one of the tenant's aliases, or "" for none. An unknown alias
-// answers 404 alias_not_found. Deleting that alias later unsets it in effect.
+// answers 404 alias_not_found. Deleting that alias later unsets it in effect. The choice
+// is kept in the tenant's key-value settings, written in the same transaction as the
+// check and the audit row.
 func (s *Service) NotFoundSet(ctx context.Context, tenant, alias string) error {
 	if err := s.authorize(ctx, tenant, allMedia, auth.PermAdmin); err != nil {
 		return err
 	}
+	if s.cfg.KV == nil {
+		return problem.Unavailable("settings_unavailable", "media settings are not configured on this node")
+	}
+	// The caller's media permission is what counts: the key is written as the system.
+	sys := auth.System(ctx)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if alias == "" {
-			if _, err := tx.Exec(ctx, `DELETE FROM media_settings WHERE tenant_id = $1 AND key = $2`, tenant, notFoundKey); err != nil {
+			err := s.cfg.KV.KeyDeleteTx(sys, tx, tenant, notFoundKey, 0)
+			if p, ok := problem.As(err); ok && p.Code == "key_not_found" {
+				err = nil // none was set: unsetting is done
+			}
+			if err != nil {
 				return err
 			}
 		} else {
@@ -32,8 +48,9 @@ func (s *Service) NotFoundSet(ctx context.Context, tenant, alias string) error {
 			if !ok {
 				return aliasNotFound(alias)
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO media_settings (tenant_id, key, value) VALUES ($1, $2, $3)
-				ON CONFLICT (tenant_id, key) DO UPDATE SET value = EXCLUDED.value`, tenant, notFoundKey, alias); err != nil {
+			value, _ := json.Marshal(alias)
+			if _, _, err := s.cfg.KV.KeyPutTx(sys, tx, tenant, notFoundKey, kv.PutInput{Value: value, ContentType: kv.JSON,
+				Description: &notFoundDescription}); err != nil {
 				return err
 			}
 		}
@@ -44,15 +61,21 @@ func (s *Service) NotFoundSet(ctx context.Context, tenant, alias string) error {
 
 // NotFoundOpen opens the tenant's not-found image, without authorization: call it only
 // after an authorized request found no alias. ok is false when none is set (or its alias
-// is gone).
+// is gone, or the setting is not an alias).
 func (s *Service) NotFoundOpen(ctx context.Context, tenant string) (Blob, Media, bool, error) {
-	var alias string
-	err := s.pool.QueryRow(ctx, `SELECT value FROM media_settings WHERE tenant_id = $1 AND key = $2`, tenant, notFoundKey).Scan(&alias)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if s.cfg.KV == nil {
+		return nil, Media{}, false, nil
+	}
+	e, err := s.cfg.KV.KeyGet(auth.System(ctx), tenant, notFoundKey)
+	if p, ok := problem.As(err); ok && p.Code == "key_not_found" {
 		return nil, Media{}, false, nil
 	}
 	if err != nil {
-		return nil, Media{}, false, db.Translate(err, "setting")
+		return nil, Media{}, false, err
+	}
+	var alias string
+	if json.Unmarshal(e.Value, &alias) != nil || alias == "" {
+		return nil, Media{}, false, nil
 	}
 	m, err := s.lookup(ctx, tenant, alias)
 	if err != nil {
