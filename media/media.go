@@ -31,8 +31,8 @@ import (
 	"github.com/stratadb/strata/internal/db"
 	"github.com/stratadb/strata/internal/idem"
 	"github.com/stratadb/strata/internal/migrate"
-	"github.com/stratadb/strata/problem"
 	"github.com/stratadb/strata/kv"
+	"github.com/stratadb/strata/problem"
 	"github.com/stratadb/strata/queue"
 )
 
