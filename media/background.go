@@ -103,6 +103,9 @@ func (s *Service) ingestJob(ctx context.Context, j *queue.Job) error {
 	} else if err != nil {
 		return err // retried
 	} else {
+		// The delete token is not kept: the claim makes a new one (and replaces the
+		// alias's token hash), so no secret waits in clear in the uploads table.
+		up.DeleteToken = ""
 		res.Upload = &up
 	}
 	body, err := json.Marshal(res)
@@ -131,6 +134,39 @@ func (s *Service) ingestJob(ctx context.Context, j *queue.Job) error {
 	return nil
 }
 
+// uploadTake removes a finished upload's result and, for a kept upload, gives its alias
+// a new delete token (the only copy, in the answer), in one transaction.
+// pgx.ErrNoRows when there is no finished result.
+func (s *Service) uploadTake(ctx context.Context, tenant, id string) (uploadResult, error) {
+	var res uploadResult
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var body []byte
+		err := tx.QueryRow(ctx, `DELETE FROM media_uploads WHERE tenant_id = $1 AND id = $2 AND status <> 'pending'
+			AND expires_at > $3 RETURNING result`, tenant, id, s.cfg.Now()).Scan(&body)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(body, &res); err != nil {
+			return err
+		}
+		if res.Upload == nil {
+			return nil
+		}
+		tok, tokenHash := newToken()
+		tag, err := tx.Exec(ctx, `UPDATE media_aliases SET token_hash = $3 WHERE tenant_id = $1 AND alias = $2`, tenant, res.Upload.Alias, tokenHash)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 { // purged meanwhile
+			res = uploadResult{Problem: problem.NotFound("alias_not_found", "media %q was deleted before the upload was claimed", res.Upload.Alias)}
+			return nil
+		}
+		res.Upload.DeleteToken = tok
+		return nil
+	})
+	return res, err
+}
+
 // UploadClaim answers a backgrounded upload's result once (write on "media:*"): the
 // upload, or the problem that refused it. It waits up to wait for the result (woken by
 // NOTIFY), then answers 503 upload_pending with Retry-After. A claimed or expired upload
@@ -147,14 +183,8 @@ func (s *Service) UploadClaim(ctx context.Context, tenant, id string, wait time.
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
-		var body []byte
-		err := s.pool.QueryRow(ctx, `DELETE FROM media_uploads WHERE tenant_id = $1 AND id = $2 AND status <> 'pending'
-			AND expires_at > $3 RETURNING result`, tenant, id, s.cfg.Now()).Scan(&body)
+		res, err := s.uploadTake(ctx, tenant, id)
 		if err == nil {
-			var res uploadResult
-			if err := json.Unmarshal(body, &res); err != nil {
-				return Upload{}, err
-			}
 			if res.Problem != nil {
 				return Upload{}, res.Problem
 			}

@@ -3,6 +3,7 @@ package media_test
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,14 @@ func TestUploadBackgroundClaim(t *testing.T) {
 	wantProblem(t, err, 404, "upload_not_found")
 	if _, err := e.s.MediaGet(e.ctx, e.Tenant, up.Alias); err != nil {
 		t.Fatal(err)
+	}
+	// The claimed token is the alias's token.
+	wantProblem(t, e.s.MediaDelete(e.ctx, e.Tenant, up.Alias, "not-the-token"), 403, "wrong_delete_token")
+	if err := e.s.MediaDelete(e.ctx, e.Tenant, up.Alias, up.DeleteToken); err != nil {
+		t.Fatalf("the claimed token: %v", err)
+	}
+	if _, err := e.s.MediaGet(e.ctx, e.Tenant, up.Alias); err == nil {
+		t.Fatal("the alias survived its deletion")
 	}
 	// A refused upload is claimed as its problem and leaves nothing.
 	bad, err := e.s.UploadBackground(e.ctx, e.Tenant, media.UploadInput{Body: bytes.NewReader(img[:len(img)-4]), ContentType: "image/png"})
@@ -60,20 +69,28 @@ func TestUploadBackgroundClaim(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if e.count(t, "media_hashes") != 2 {
+	if e.count(t, "media_hashes") != 1 {
 		t.Fatalf("%d hashes", e.count(t, "media_hashes"))
+	}
+	// No delete token waits in the uploads table.
+	var result string
+	if err := e.Pool.QueryRow(context.Background(), `SELECT result::text FROM media_uploads WHERE id = $1`, other).Scan(&result); err != nil {
+		t.Fatal(err)
+	}
+	if tok := regexp.MustCompile(`"delete_token":\s*"[^"]+"`).FindString(result); tok != "" {
+		t.Fatalf("a delete token kept in clear: %s", tok)
 	}
 	mu.Lock()
 	now = now.Add(2 * time.Hour)
 	mu.Unlock()
 	n, err := e.s.UploadsExpire(context.Background())
-	if err != nil || n != 1 || e.count(t, "media_uploads") != 0 || e.count(t, "media_hashes") != 1 {
+	if err != nil || n != 1 || e.count(t, "media_uploads") != 0 || e.count(t, "media_hashes") != 0 {
 		t.Fatalf("expire: %d %v, %d hashes", n, err, e.count(t, "media_hashes"))
 	}
 	if _, err := e.s.BlobsPrune(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if len(e.blobs(t)) != 1 {
+	if len(e.blobs(t)) != 0 {
 		t.Fatalf("blobs left: %v", e.blobs(t))
 	}
 }
