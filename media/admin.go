@@ -256,6 +256,28 @@ type PruneReport struct {
 // no record names and that are older than OrphanGrace (left by a crash between storing
 // and recording). It is background maintenance across all tenants, without authorization.
 func (s *Service) BlobsPrune(ctx context.Context) (PruneReport, error) {
+	rep, err := s.goneRemove(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Orphans, err = s.orphansSweep(ctx)
+	return rep, err
+}
+
+// sweepClaim answers whether this node should list the store for orphans now: at most
+// one node per OrphanSweepInterval across the cluster wins.
+func (s *Service) sweepClaim(ctx context.Context) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO media_sweeps (swept_at) VALUES (now())
+		ON CONFLICT (singleton) DO UPDATE SET swept_at = now() WHERE media_sweeps.swept_at <= now() - $1::interval`,
+		s.cfg.OrphanSweepInterval)
+	if err != nil {
+		return false, db.Translate(err, "sweeps")
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// goneRemove deletes from the store the blobs whose records were removed (media_gone).
+func (s *Service) goneRemove(ctx context.Context) (PruneReport, error) {
 	var rep PruneReport
 	for {
 		rows, err := s.pool.Query(ctx, `SELECT identifier FROM media_gone ORDER BY identifier LIMIT 500`)
@@ -279,6 +301,13 @@ func (s *Service) BlobsPrune(ctx context.Context) (PruneReport, error) {
 			break
 		}
 	}
+	return rep, nil
+}
+
+// orphansSweep lists the whole store and deletes the blobs that no record names and that
+// are older than OrphanGrace, answering how many.
+func (s *Service) orphansSweep(ctx context.Context) (int, error) {
+	orphaned := 0
 	cutoff := s.cfg.Now().Add(-s.cfg.OrphanGrace)
 	var batch []string
 	flush := func() error {
@@ -300,7 +329,7 @@ func (s *Service) BlobsPrune(ctx context.Context) (PruneReport, error) {
 				return err
 			}
 		}
-		rep.Orphans += len(orphans)
+		orphaned += len(orphans)
 		batch = batch[:0]
 		return nil
 	}
@@ -317,7 +346,7 @@ func (s *Service) BlobsPrune(ctx context.Context) (PruneReport, error) {
 	if err == nil {
 		err = flush()
 	}
-	return rep, err
+	return orphaned, err
 }
 
 // HashInput is a blob already in the store, to record directly (imports, migrations).

@@ -56,6 +56,10 @@ type Config struct {
 	// OrphanGrace is how old a blob without a row must be before the prune deletes it:
 	// longer than any upload takes between storing and recording. Default 1h.
 	OrphanGrace time.Duration
+	// OrphanSweepInterval is how often the store is listed whole for orphaned blobs, by
+	// one node of the cluster at a time (removed blobs are deleted every PruneInterval on
+	// every node). Default 1h.
+	OrphanSweepInterval time.Duration
 	// ProxyTimeout bounds fetching a proxied URL, redirects included. Default 10s.
 	ProxyTimeout time.Duration
 	// ProxyAllowPrivate lets proxied fetches reach loopback, private, link-local and other
@@ -116,6 +120,7 @@ func New(pool *pgxpool.Pool, a *auth.Service, store Store, cfg Config) *Service 
 	}
 	cfg.PruneInterval = cmp.Or(cfg.PruneInterval, time.Minute)
 	cfg.OrphanGrace = cmp.Or(cfg.OrphanGrace, time.Hour)
+	cfg.OrphanSweepInterval = cmp.Or(cfg.OrphanSweepInterval, time.Hour)
 	cfg.ProxyTimeout = cmp.Or(cfg.ProxyTimeout, 10*time.Second)
 	cfg.VariantWorkers = cmp.Or(cfg.VariantWorkers, 2)
 	cfg.VariantWait = cmp.Or(cfg.VariantWait, 10*time.Second)
@@ -185,8 +190,17 @@ func (s *Service) Run(ctx context.Context) {
 		if err := s.storeWatch(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("media store", "err", err)
 		}
-		if _, err := s.BlobsPrune(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("pruning media blobs", "err", err)
+		if _, err := s.goneRemove(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("deleting removed media blobs", "err", err)
+		}
+		if mine, err := s.sweepClaim(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("claiming the media orphan sweep", "err", err)
+		} else if mine {
+			if n, err := s.orphansSweep(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("sweeping orphaned media blobs", "err", err)
+			} else if n > 0 {
+				s.log.Info("swept orphaned media blobs", "count", n)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,7 @@
+-- When the store was last listed for orphaned blobs. Listing a whole store is costly (an
+-- S3 bucket pages through every object), so one node per interval does it: the node whose
+-- update of this row succeeds.
+CREATE TABLE media_sweeps (
+    singleton boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    swept_at  timestamptz NOT NULL
+);
