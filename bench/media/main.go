@@ -116,17 +116,24 @@ func main() {
 		}
 		return os.Remove(dst)
 	}
+	// The multipart envelope is built once; each upload streams it around the payload
+	// (as cp streams a file), with distinct first bytes so nothing is deduplicated.
+	var head, tail bytes.Buffer
+	mw := multipart.NewWriter(&head)
+	_, _ = mw.CreateFormFile("file", "x.bin")
+	boundary := mw.Boundary()
+	_ = mw.Close()
+	tail.Write(head.Bytes()[bytes.LastIndex(head.Bytes(), []byte("\r\n--"+boundary+"--")):])
+	head.Truncate(bytes.LastIndex(head.Bytes(), []byte("\r\n--"+boundary+"--")))
+	contentType := mw.FormDataContentType()
 	upload := func(ctx context.Context) error {
-		body := bytes.NewBuffer(make([]byte, 0, len(payload)+1024))
-		mw := multipart.NewWriter(body)
-		pw, _ := mw.CreateFormFile("file", "x.bin")
-		var unique [8]byte                                      // distinct bytes every time: no deduplication
+		var unique [8]byte
 		binary.BigEndian.PutUint64(unique[:], uint64(n.Add(1))) //nolint:gosec // a counter
-		_, _ = pw.Write(unique[:])
-		_, _ = pw.Write(payload[8:])
-		_ = mw.Close()
+		body := io.MultiReader(bytes.NewReader(head.Bytes()), bytes.NewReader(unique[:]), bytes.NewReader(payload[8:]),
+			bytes.NewReader(tail.Bytes()))
 		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/t/"+tenant+"/media", body)
-		req.Header.Set("Content-Type", mw.FormDataContentType())
+		req.ContentLength = int64(head.Len() + len(payload) + tail.Len())
+		req.Header.Set("Content-Type", contentType)
 		req.Header.Set("Authorization", authz)
 		resp, err := client.Do(req)
 		if err != nil {
