@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -104,11 +105,14 @@ func (s *Service) spool(body io.Reader) (*os.File, []byte, int64, error) {
 	max := s.cfg.Limits.MaxBytes
 	// Bodies arrive in small reads (4 KiB from a multipart part); buffering the file's
 	// writes saves a system call per read.
-	w := bufio.NewWriterSize(&writebackWriter{f: f}, 256<<10)
+	w := spoolWriters.Get().(*bufio.Writer)
+	w.Reset(&writebackWriter{f: f})
 	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(body, max+1))
 	if err == nil {
 		err = w.Flush()
 	}
+	w.Reset(nil)
+	spoolWriters.Put(w)
 	if err != nil {
 		if p, ok := problem.As(err); ok {
 			return fail(p)
@@ -123,6 +127,9 @@ func (s *Service) spool(body io.Reader) (*os.File, []byte, int64, error) {
 	}
 	return f, h.Sum(nil), n, nil
 }
+
+// spoolWriters keeps the spool's write buffers between uploads.
+var spoolWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256<<10) }}
 
 // writebackWriter writes to a spool file and starts the kernel's writeback of every
 // chunk written, so the disk works while the rest of the upload arrives.
@@ -164,17 +171,23 @@ func newIdentifier(tenant string, sum []byte, ext string) string {
 	return fmt.Sprintf("%s/%s/%s/%s-%s.%s", tenant, x[:2], x[2:4], x, hex.EncodeToString(r), ext)
 }
 
-// keep stores the spooled blob (unless its hash is recorded) and records hash, details
-// and a new alias. A concurrent deletion of the last alias of the same hash makes it
-// store the blob after all and try again.
+// keep stores the spooled blob and records hash, details and a new alias. The blob is
+// stored while the rows are written, before knowing whether the tenant has these bytes
+// already when the store is local: asking first would cost every upload a round trip, and
+// duplicates are the rarer case (theirs is then deleted at once, so duplicate bytes are
+// still kept once). A remote store is asked about first. A concurrent deletion of the
+// last alias of the same hash makes it try again.
 func (s *Service) keep(ctx context.Context, tenant string, sum []byte, d Details, spool, idemKey string) (Upload, error) {
 	if err := s.refuseIfMoved(); err != nil {
 		return Upload{}, err
 	}
-	var exists bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM media_hashes WHERE tenant_id = $1 AND hash = $2)`, tenant, sum).Scan(&exists)
-	if err != nil {
-		return Upload{}, db.Translate(err, "media")
+	exists := false
+	if _, local := s.store.(*FileStore); !local {
+		// A remote store's write costs far more than a question: ask first.
+		err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM media_hashes WHERE tenant_id = $1 AND hash = $2)`, tenant, sum).Scan(&exists)
+		if err != nil {
+			return Upload{}, db.Translate(err, "media")
+		}
 	}
 	ident := ""
 	for attempt := range 4 {
@@ -215,7 +228,7 @@ func (s *Service) keep(ctx context.Context, tenant string, sum []byte, d Details
 			}
 			return up, err
 		}
-		exists = false
+		exists = false // deleted meanwhile: store the bytes after all
 	}
 	return Upload{}, problem.Conflict("transaction_conflict", "the media changed concurrently; retry")
 }

@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -131,10 +132,11 @@ func (s *Server) routesMedia() {
 		Middlewares: huma.Middlewares{keepRequest},
 		Errors:      []int{400, 401, 403, 404, 413, 415, 422, 503},
 	}, func(ctx context.Context, in *mediaUploadIn) (*mediaUploadOut, error) {
-		part, err := uploadPart(ctx, svc, in.ContentType)
+		part, done, err := uploadPart(ctx, svc, in.ContentType)
 		if err != nil {
 			return nil, err
 		}
+		defer done()
 		up, err := svc.Upload(ctx, in.Tenant, media.UploadInput{Body: part, ContentType: part.Header.Get("Content-Type"),
 			IdempotencyKey: in.IdempotencyKey})
 		if err != nil {
@@ -152,10 +154,11 @@ func (s *Server) routesMedia() {
 		Middlewares: huma.Middlewares{keepRequest},
 		Errors:      []int{400, 401, 403, 404, 413, 415, 503},
 	}, func(ctx context.Context, in *mediaUploadIn) (*mediaBackgroundOut, error) {
-		part, err := uploadPart(ctx, svc, in.ContentType)
+		part, done, err := uploadPart(ctx, svc, in.ContentType)
 		if err != nil {
 			return nil, err
 		}
+		defer done()
 		id, err := svc.UploadBackground(ctx, in.Tenant, media.UploadInput{Body: part, ContentType: part.Header.Get("Content-Type")})
 		out := &mediaBackgroundOut{}
 		out.Body.UploadID = id
@@ -338,18 +341,33 @@ func serveBlob(blob media.Blob, m media.Media) *huma.StreamResponse {
 }
 
 // uploadPart refuses an oversize Content-Length before reading anything, then reads the
-// multipart body up to its file part.
-func uploadPart(ctx context.Context, svc *media.Service, contentType string) (*multipart.Part, error) {
+// multipart body up to its file part. The caller calls done once it has read the part.
+func uploadPart(ctx context.Context, svc *media.Service, contentType string) (part *multipart.Part, done func(), err error) {
 	r, _ := ctx.Value(mediaRequestKey{}).(*http.Request)
 	if r == nil {
-		return nil, problem.Internal(errors.New("media upload: no request in context"))
+		return nil, nil, problem.Internal(errors.New("media upload: no request in context"))
 	}
 	max := svc.Limits().MaxBytes
 	if r.ContentLength > max+multipartOverhead {
-		return nil, problem.TooLarge("upload_too_large", "the upload is larger than %d bytes", max)
+		return nil, nil, problem.TooLarge("upload_too_large", "the upload is larger than %d bytes", max)
 	}
-	return filePart(contentType, r.Body)
+	// multipart reads through a 4 KiB buffer; a larger one underneath turns 256 socket
+	// reads per MiB into a few. The buffers are reused across uploads.
+	br := uploadReaders.Get().(*bufio.Reader)
+	br.Reset(r.Body)
+	done = func() {
+		br.Reset(nil)
+		uploadReaders.Put(br)
+	}
+	part, err = filePart(contentType, br)
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return part, done, nil
 }
+
+var uploadReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 256<<10) }}
 
 // serveNotFound answers the not-found image with status 404.
 func serveNotFound(blob media.Blob, m media.Media) *huma.StreamResponse {
@@ -370,9 +388,7 @@ func filePart(contentType string, body io.Reader) (*multipart.Part, error) {
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" || body == nil {
 		return nil, problem.New(http.StatusUnsupportedMediaType, "unsupported_media_type", "uploads are multipart/form-data with a part named file")
 	}
-	// multipart reads through a 4 KiB buffer; a larger one underneath turns 256 socket
-	// reads per MiB into a few.
-	mr := multipart.NewReader(bufio.NewReaderSize(body, 256<<10), params["boundary"])
+	mr := multipart.NewReader(body, params["boundary"])
 	for range 20 {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
