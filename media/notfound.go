@@ -73,9 +73,9 @@ func (s *Service) NotFoundOpen(ctx context.Context, tenant string) (Blob, Media,
 	if err != nil {
 		return nil, Media{}, false, err
 	}
-	var alias string
-	if json.Unmarshal(e.Value, &alias) != nil || alias == "" {
-		return nil, Media{}, false, nil
+	alias := aliasValue(e.Value)
+	if alias == "" {
+		return nil, Media{}, false, nil // not an alias: none
 	}
 	m, err := s.lookup(ctx, tenant, alias)
 	if err != nil {
@@ -86,4 +86,13 @@ func (s *Service) NotFoundOpen(ctx context.Context, tenant string) (Blob, Media,
 		return nil, Media{}, false, err
 	}
 	return b, m, true, nil
+}
+
+// aliasValue reads a setting's value as an alias (a JSON string); "" when it is not one.
+func aliasValue(v []byte) string {
+	var alias string
+	if json.Unmarshal(v, &alias) != nil {
+		return ""
+	}
+	return alias
 }

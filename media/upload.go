@@ -285,7 +285,10 @@ func (s *Service) recordNew(ctx context.Context, tenant string, sum []byte, d De
 	waited := false
 	defer func() {
 		if !waited {
-			<-stored // never return while the store is still writing
+			// Never return while the store is still writing; the caller deletes the blob.
+			if serr := <-stored; serr != nil {
+				s.log.Debug("storing the blob of an upload that failed anyway", "err", serr)
+			}
 		}
 	}()
 	conn, err := s.pool.Acquire(ctx)
