@@ -228,8 +228,18 @@ func TenantNotFound() *problem.Error {
 }
 
 // Access resolves what the principal in ctx may do in tenant: 401 without a principal, 404
-// when the tenant does not exist or the principal has no (current) access to it.
+// when the tenant does not exist or the principal has no (current) access to it. A 404
+// is audited as a denied request, like Authorize's denials.
 func (s *Service) Access(ctx context.Context, tenant string) (*Access, error) {
+	a, err := s.accessOf(ctx, tenant)
+	if err != nil && problem.HasCode(err, "tenant_not_found") {
+		s.auditDenied(ctx, tenant, "tenant", PermRead, "not a member")
+	}
+	return a, err
+}
+
+// accessOf is Access without auditing.
+func (s *Service) accessOf(ctx context.Context, tenant string) (*Access, error) {
 	p := PrincipalFrom(ctx)
 	if p == nil {
 		return nil, ErrNoCredentials
@@ -261,7 +271,7 @@ func (s *Service) Access(ctx context.Context, tenant string) (*Access, error) {
 // have perm on resource in tenant? It answers 401 without a principal, 404 when the tenant
 // is not the principal's, 403 when the principal lacks the right. Denials are audited.
 func (s *Service) Authorize(ctx context.Context, tenant, resource string, perm Permission) (*Access, error) {
-	a, err := s.Access(ctx, tenant)
+	a, err := s.accessOf(ctx, tenant)
 	if err != nil {
 		if problem.HasCode(err, "tenant_not_found") {
 			s.auditDenied(ctx, tenant, resource, perm, "not a member")

@@ -170,7 +170,7 @@ func (s *Service) GrantRevoke(ctx context.Context, tenant, id string) error {
 	}
 	// Find the resource first: who may revoke depends on it. Another tenant's grant is
 	// simply not found.
-	if _, err := s.Access(ctx, tenant); err != nil {
+	if _, err := s.accessOf(ctx, tenant); err != nil {
 		_, err = s.Authorize(ctx, tenant, ResourceGrants, PermAdmin) // audits the denial
 		return err
 	}

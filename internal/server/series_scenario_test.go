@@ -102,35 +102,7 @@ func seriesEndpoints() []endpoint {
 func TestSeriesEndpointsByIdentity(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	for _, ep := range seriesEndpoints() {
-		for _, who := range identities {
-			want := ep.want[who]
-			path, body := ep.request(w, who)
-			denied := want == http.StatusUnauthorized || want == http.StatusForbidden || want == http.StatusNotFound
-			before, denials := "", 0
-			if denied {
-				before, denials = w.seriesDigest(), w.auditCount("")
-			}
-			r := w.do(ep.method, path, w.authz[who], body)
-			if r.status != want {
-				t.Errorf("%s as %s: %s %s → %d, want %d: %s", ep.name, who, ep.method, path, r.status, want, r.body)
-				continue
-			}
-			switch {
-			case denied:
-				if w.seriesDigest() != before {
-					t.Errorf("%s as %s: denied (%d) but something changed", ep.name, who, r.status)
-				}
-				if w.auditCount("") != denials+1 {
-					t.Errorf("%s as %s: denied (%d) without exactly one audit row", ep.name, who, r.status)
-				}
-			case ep.method != "GET":
-				if w.auditCount(r.requestID) == 0 {
-					t.Errorf("%s as %s: a successful %s left no audit row", ep.name, who, ep.method)
-				}
-			}
-		}
-	}
+	w.checkEndpoints(t, seriesEndpoints(), func(*testing.T, *world) string { return w.seriesDigest() })
 }
 
 // Another tenant's device answers 404 on every device route, through the caller's own
