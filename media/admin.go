@@ -208,6 +208,7 @@ func (s *Service) HashPruneMissing(ctx context.Context, tenant string) (int, err
 		after = page[len(page)-1].sum
 	}
 	n := 0
+	var goneIdents []string
 	for _, sum := range missing {
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			// Recheck under the lock: the blob may have been replaced meanwhile.
@@ -222,9 +223,11 @@ func (s *Service) HashPruneMissing(ctx context.Context, tenant string) (int, err
 			if _, err := s.store.Stat(ctx, ident); !errors.Is(err, ErrBlobNotFound) {
 				return err
 			}
-			if _, err := hashRemoveTx(ctx, tx, tenant, sum); err != nil {
+			gone, err := hashRemoveTx(ctx, tx, tenant, sum)
+			if err != nil {
 				return err
 			}
+			goneIdents = append(goneIdents, gone...)
 			n++
 			return audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "media.prune_missing", ResourceType: "media_hash",
 				ResourceID: hex.EncodeToString(sum)})
@@ -233,7 +236,13 @@ func (s *Service) HashPruneMissing(ctx context.Context, tenant string) (int, err
 			return n, db.Translate(err, "hash")
 		}
 	}
-	_, _ = s.pool.Exec(ctx, `DELETE FROM media_gone WHERE tenant_id = $1`, tenant) // their blobs were missing already
+	// The removed hashes' originals were missing already; their variants' blobs go now.
+	s.deleteBlobs(ctx, goneIdents)
+	// The run itself is recorded, whatever it found.
+	if err := audit.Record(ctx, s.pool, audit.Entry{Tenant: tenant, Action: "media.prune_missing_run", ResourceType: "media",
+		Details: map[string]any{"removed": n}}); err != nil {
+		return n, db.Translate(err, "audit")
+	}
 	return n, nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/stratadb/strata/audit"
 	"github.com/stratadb/strata/auth"
 	"github.com/stratadb/strata/internal/db"
 	"github.com/stratadb/strata/problem"
@@ -162,7 +163,8 @@ func (s *Service) uploadTake(ctx context.Context, tenant, id string) (uploadResu
 			return nil
 		}
 		res.Upload.DeleteToken = tok
-		return nil
+		return audit.Record(ctx, tx, audit.Entry{Tenant: tenant, Action: "media.upload_claim", ResourceType: "media",
+			ResourceID: res.Upload.Alias, Details: map[string]any{"upload_id": id}})
 	})
 	return res, err
 }

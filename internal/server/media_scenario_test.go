@@ -29,9 +29,13 @@ import (
 // small limits.
 func mediaWorld(t *testing.T) (*world, *media.FileStore) {
 	t.Helper()
+	return mediaWorldWith(t, media.Config{Limits: media.Limits{MaxBytes: 256 << 10, MaxWidth: 500, MaxHeight: 500}})
+}
+
+func mediaWorldWith(t *testing.T, cfg media.Config) (*world, *media.FileStore) {
+	t.Helper()
 	s, err := strata.Open(context.Background(), strata.Config{DatabaseURL: testdb.NewURL(t, audit.Schema, auth.Schema),
-		AdminPassword: "root-password", Auth: cheapAuth, DataDir: t.TempDir(),
-		Media: media.Config{Limits: media.Limits{MaxBytes: 256 << 10, MaxWidth: 500, MaxHeight: 500}}})
+		AdminPassword: "root-password", Auth: cheapAuth, DataDir: t.TempDir(), Media: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,4 +441,120 @@ func TestMediaHTTPNotFoundImage(t *testing.T) {
 	if r := w.do("GET", base+"missing.png", w.authz[viewer], ""); r.body == string(img) {
 		t.Fatal("unset image still served")
 	}
+}
+
+func (w *world) mediaDigest(t *testing.T) string {
+	t.Helper()
+	var d string
+	if err := w.s.Pool().QueryRow(context.Background(), `SELECT md5(coalesce(string_agg(x, ',' ORDER BY x), '')) FROM (
+		SELECT 'h' || tenant_id || encode(hash, 'hex') || identifier FROM strata.media_hashes
+		UNION ALL SELECT 'a' || tenant_id || alias || encode(hash, 'hex') || encode(token_hash, 'hex') FROM strata.media_aliases
+		UNION ALL SELECT 'v' || tenant_id || encode(hash, 'hex') || spec FROM strata.media_variants
+		UNION ALL SELECT 'p' || tenant_id || url || alias FROM strata.media_proxies
+		UNION ALL SELECT 'u' || tenant_id || id || status FROM strata.media_uploads
+		UNION ALL SELECT 'k' || tenant_id || key || version FROM strata.kv WHERE key LIKE 'media/%') s(x)`).Scan(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// Every media endpoint × every identity: the status; a denial is a problem document,
+// changes nothing and leaves one audit row; a write leaves an audit row.
+func TestMediaEndpointsByIdentity(t *testing.T) {
+	t.Parallel()
+	origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "image/png")
+		_, _ = rw.Write(testPNG(t, 3, 3, byte(len(r.URL.Path))))
+	}))
+	defer origin.Close()
+	w, _ := mediaWorldWith(t, media.Config{ProxyAllowPrivate: true})
+	base := "/v1/t/" + w.T + "/media"
+	var seed media.Upload
+	w.upload(owner, "", testPNG(t, 4, 4, 1)).json(t, &seed)
+	w.must(200, "GET", base+"/"+seed.Alias+"/variants/thumbnail=2", w.authz[owner], "")
+	seq := byte(10)
+	fresh := func() media.Upload { // new bytes every time
+		seq++
+		var up media.Upload
+		r := w.upload(owner, "", testPNG(t, 5, 5, seq))
+		if r.status != 201 {
+			t.Fatalf("upload: %d %s", r.status, r.body)
+		}
+		r.json(t, &up)
+		return up
+	}
+	var contentType, token string
+	multipartFresh := func(w *world, _ string) (string, string) {
+		seq++
+		body, ct := multipartBody(t, "file", "", testPNG(t, 6, 6, seq))
+		contentType = ct
+		return "", body
+	}
+	// Backgrounded uploads are kept by jobs: let them finish before the next attempt, so
+	// that a later denial's digest sees only what that denial did.
+	quiet := func() {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			var pending int
+			if err := w.s.Pool().QueryRow(context.Background(), `SELECT count(*) FROM strata.media_uploads WHERE status = 'pending'`).Scan(&pending); err != nil {
+				t.Fatal(err)
+			}
+			if pending == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d backgrounded uploads still pending", pending)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	read := statuses(200, anon, 401, outsider, 404)
+	write := func(ok int) map[string]int { return tenantAdmin(ok) }
+	eps := []endpoint{
+		{"upload", "POST", func(w *world, who string) (string, string) {
+			_, body := multipartFresh(w, who)
+			return base, body
+		}, write(201)},
+		{"upload (background)", "POST", func(w *world, who string) (string, string) {
+			quiet()
+			_, body := multipartFresh(w, who)
+			return base + "/uploads", body
+		}, write(202)},
+		{"upload claim", "POST", func(w *world, _ string) (string, string) {
+			seq++
+			body, ct := multipartBody(t, "file", "", testPNG(t, 6, 6, seq))
+			r := w.doHeaders("POST", base+"/uploads", w.authz[owner], body, map[string]string{"Content-Type": ct})
+			var id struct {
+				UploadID string `json:"upload_id"`
+			}
+			r.json(t, &id)
+			quiet()
+			return base + "/uploads/" + id.UploadID + "/claim?wait_seconds=10", ""
+		}, write(201)},
+		{"original", "GET", func(*world, string) (string, string) { quiet(); return base + "/" + seed.Alias, "" }, read},
+		{"details", "GET", fixed(base+"/"+seed.Alias+"/details", ""), read},
+		{"variant", "GET", fixed(base+"/"+seed.Alias+"/variants/thumbnail=2", ""), read},
+		{"variant head", "HEAD", fixed(base+"/"+seed.Alias+"/variants/thumbnail=2", ""), read},
+		{"list", "GET", fixed(base, ""), write(200)},
+		{"proxy", "GET", func(w *world, _ string) (string, string) {
+			return base + "/proxy?url=" + url.QueryEscape(origin.URL+"/"+w.fresh("p")+".png"), ""
+		}, write(200)},
+		{"not-found set", "PUT", fixed(base+"/not-found", `{"alias":"`+seed.Alias+`"}`), write(204)},
+		{"delete", "DELETE", func(w *world, _ string) (string, string) {
+			up := fresh()
+			token = up.DeleteToken
+			return base + "/" + up.Alias, ""
+		}, write(204)},
+		{"hash purge", "DELETE", func(w *world, _ string) (string, string) { return base + "/hashes/" + fresh().Hash, "" }, write(204)},
+		{"variants delete", "DELETE", fixed(base+"/variants", ""), write(200)},
+		{"prune missing", "POST", fixed(base+"/prune-missing", ""), write(200)},
+	}
+	multipart := func(*world) map[string]string { return map[string]string{"Content-Type": contentType} }
+	w.checkEndpoints(t, eps, func(t *testing.T, w *world) string { return w.mediaDigest(t) }, checkOptions{
+		unaudited: []string{"variant head"},
+		headers: map[string]func(*world) map[string]string{
+			"upload": multipart, "upload (background)": multipart,
+			"delete": func(*world) map[string]string { return map[string]string{"Delete-Token": token} },
+		},
+	})
 }
