@@ -238,6 +238,13 @@ func (s *Service) Access(ctx context.Context, tenant string) (*Access, error) {
 	return a, err
 }
 
+// AccessRecheck is Access without auditing, for re-checking the access of a request
+// already admitted (a long-lived stream): losing access midway ends the stream but is not
+// a refused request.
+func (s *Service) AccessRecheck(ctx context.Context, tenant string) (*Access, error) {
+	return s.accessOf(ctx, tenant)
+}
+
 // accessOf is Access without auditing.
 func (s *Service) accessOf(ctx context.Context, tenant string) (*Access, error) {
 	p := PrincipalFrom(ctx)

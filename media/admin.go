@@ -323,9 +323,10 @@ func (s *Service) orphansSweep(ctx context.Context) (int, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		rows, err := s.pool.Query(ctx, `SELECT id FROM unnest($1::text[]) AS id
-			WHERE NOT EXISTS (SELECT 1 FROM media_hashes WHERE identifier = id)
-			  AND NOT EXISTS (SELECT 1 FROM media_variants WHERE identifier = id)`, batch)
+		rows, err := s.pool.Query(ctx, `SELECT b.id FROM unnest($1::text[]) AS b(id)
+			WHERE NOT EXISTS (SELECT 1 FROM media_hashes h WHERE h.identifier = b.id)
+			  AND NOT EXISTS (SELECT 1 FROM media_variants v WHERE v.identifier = b.id)
+			  AND NOT EXISTS (SELECT 1 FROM media_uploads u WHERE u.incoming_identifier = b.id)`, batch)
 		if err != nil {
 			return db.Translate(err, "blobs")
 		}

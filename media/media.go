@@ -190,22 +190,37 @@ func (s *Service) Run(ctx context.Context) {
 		if err := s.storeWatch(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("media store", "err", err)
 		}
-		if _, err := s.goneRemove(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("deleting removed media blobs", "err", err)
-		}
-		if mine, err := s.sweepClaim(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("claiming the media orphan sweep", "err", err)
-		} else if mine {
-			if n, err := s.orphansSweep(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("sweeping orphaned media blobs", "err", err)
-			} else if n > 0 {
-				s.log.Info("swept orphaned media blobs", "count", n)
-			}
+		// A node whose store is no longer the repository's leaves both stores alone.
+		if s.moved.Load() == nil {
+			s.storeClean(ctx)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// storeClean deletes removed blobs and, when this node wins the election, sweeps the
+// store for orphans.
+func (s *Service) storeClean(ctx context.Context) {
+	if _, err := s.goneRemove(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("deleting removed media blobs", "err", err)
+	}
+	mine, err := s.sweepClaim(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("claiming the media orphan sweep", "err", err)
+		}
+		return
+	}
+	if !mine {
+		return
+	}
+	if n, err := s.orphansSweep(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("sweeping orphaned media blobs", "err", err)
+	} else if n > 0 {
+		s.log.Info("swept orphaned media blobs", "count", n)
 	}
 }

@@ -128,9 +128,12 @@ func (s *Service) StoreCheck(ctx context.Context) error {
 	kind := s.store.Name()
 	var recorded string
 	var since time.Time
-	err := s.pool.QueryRow(ctx, `WITH ins AS (
-			INSERT INTO media_store_current (kind) VALUES ($1) ON CONFLICT (singleton) DO NOTHING RETURNING kind, since)
-		SELECT kind, since FROM ins UNION ALL SELECT kind, since FROM media_store_current LIMIT 1`, kind).Scan(&recorded, &since)
+	// Two statements: a node starting at the same moment may insert the row after this
+	// statement's snapshot, which a single statement would then not see at all.
+	_, err := s.pool.Exec(ctx, `INSERT INTO media_store_current (kind) VALUES ($1) ON CONFLICT (singleton) DO NOTHING`, kind)
+	if err == nil {
+		err = s.pool.QueryRow(ctx, `SELECT kind, since FROM media_store_current`).Scan(&recorded, &since)
+	}
 	if err != nil {
 		return fmt.Errorf("checking the media store: %w", err)
 	}

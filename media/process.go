@@ -1,6 +1,7 @@
 package media
 
 import (
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -163,9 +164,66 @@ func canonical(ops []op, format string) string {
 	return strings.Join(parts, "/")
 }
 
+// outputSize is the size a spec's operations give an image of w×h, computed without
+// touching pixels (the same arithmetic as apply).
+func outputSize(ops []op, w, h int) (int, int) {
+	for _, o := range ops {
+		switch o.name {
+		case "thumbnail":
+			if w > o.w || h > o.h {
+				w, h = fitSize(w, h, o.w, o.h)
+			}
+		case "resize":
+			if o.mode == "fit" {
+				w, h = fitSize(w, h, o.w, o.h)
+			} else {
+				w, h = o.w, o.h
+			}
+		case "crop":
+			r := image.Rect(o.x, o.y, o.x+o.w, o.y+o.h).Intersect(image.Rect(0, 0, w, h))
+			if !r.Empty() {
+				w, h = r.Dx(), r.Dy()
+			}
+		}
+	}
+	return w, h
+}
+
+func fitSize(w, h, bw, bh int) (int, int) {
+	scale := min(float64(bw)/float64(w), float64(bh)/float64(h))
+	return max(1, int(float64(w)*scale+0.5)), max(1, int(float64(h)*scale+0.5))
+}
+
+// checkOutput refuses a spec whose result would be larger than maxArea pixels (an
+// enlargement of a small image can ask for 10,000 × 10,000).
+func checkOutput(spec string, w, h int, maxArea int64) error {
+	ops, _, err := parseSpec(spec)
+	if err != nil {
+		return err
+	}
+	ow, oh := outputSize(ops, w, h)
+	if int64(ow)*int64(oh) > maxArea {
+		return problem.Unprocessable("variant_too_large", "the variant would have %d×%d pixels; at most %d in all", ow, oh, maxArea).
+			WithField("path.spec", "too large")
+	}
+	return nil
+}
+
 // maxAnimatedPixels bounds the pixels of all frames of a GIF made into an animated
-// variant (they are decoded together, a byte each): about 100 MB.
+// variant, its frames and the variant's frames together (decoded and kept at a byte
+// each): about 100 MB. Past it the variant is a still.
 const maxAnimatedPixels = 100_000_000
+
+var errTooManyPixels = errors.New("the animation has too many pixels")
+
+func hasTransparent(pal color.Palette) bool {
+	for _, c := range pal {
+		if _, _, _, a := c.RGBA(); a == 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // process decodes src, applies the spec and encodes the result to dst in the spec's
 // format (or origFormat), answering the output's format, size and frames. animate makes
@@ -180,7 +238,27 @@ func process(src io.Reader, origFormat, spec string, dst io.Writer, animate bool
 	}
 	if animate && origFormat == "gif" && format == "gif" {
 		size, frames, err := processGIF(src, ops, dst)
-		return format, size, frames, err
+		if !errors.Is(err, errTooManyPixels) {
+			return format, size, frames, err
+		}
+		// Too large to animate: a still of the first frame, from the start of the source.
+		seeker, ok := src.(io.Seeker)
+		if !ok {
+			return "", image.Point{}, 0, err
+		}
+		if _, err := seeker.Seek(0, io.SeekStart); err != nil {
+			return "", image.Point{}, 0, err
+		}
+		if t, ok := dst.(interface{ Truncate(int64) error }); ok {
+			if err := t.Truncate(0); err != nil {
+				return "", image.Point{}, 0, err
+			}
+		}
+		if sk, ok := dst.(io.Seeker); ok {
+			if _, err := sk.Seek(0, io.SeekStart); err != nil {
+				return "", image.Point{}, 0, err
+			}
+		}
 	}
 	img, _, err := image.Decode(src)
 	if err != nil {
@@ -215,6 +293,24 @@ func processGIF(src io.Reader, ops []op, dst io.Writer) (image.Point, int, error
 	for _, fr := range g.Image {
 		screen = screen.Union(fr.Bounds())
 	}
+	ow, oh := outputSize(ops, screen.Dx(), screen.Dy())
+	if int64(len(g.Image))*(int64(ow)*int64(oh)+int64(screen.Dx())*int64(screen.Dy())) > maxAnimatedPixels {
+		return image.Point{}, 0, errTooManyPixels
+	}
+	// One palette for every frame: the original's global one (or Plan 9's), with a
+	// transparent entry so that cleared areas stay clear.
+	var pal color.Palette
+	if gp, ok := g.Config.ColorModel.(color.Palette); ok && len(gp) > 0 {
+		pal = append(pal, gp...)
+	} else {
+		pal = append(pal, palette.Plan9...)
+	}
+	if !hasTransparent(pal) {
+		if len(pal) == 256 {
+			pal = pal[:255]
+		}
+		pal = append(pal, color.Transparent)
+	}
 	canvas := image.NewRGBA(screen)
 	out := &gif.GIF{LoopCount: g.LoopCount}
 	var size image.Point
@@ -232,10 +328,6 @@ func processGIF(src io.Reader, ops []op, dst io.Writer) (image.Point, int, error
 		for _, o := range ops {
 			m = apply(m, o)
 		}
-		pal := fr.Palette
-		if len(pal) == 0 {
-			pal = palette.Plan9
-		}
 		p := image.NewPaletted(m.Bounds(), pal)
 		draw.FloydSteinberg.Draw(p, p.Bounds(), m, m.Bounds().Min)
 		delay := 0
@@ -244,7 +336,9 @@ func processGIF(src io.Reader, ops []op, dst io.Writer) (image.Point, int, error
 		}
 		out.Image = append(out.Image, p)
 		out.Delay = append(out.Delay, delay)
-		out.Disposal = append(out.Disposal, gif.DisposalNone)
+		// Whole frames, each cleared before the next: a transparent pixel shows the
+		// background, never the frame before.
+		out.Disposal = append(out.Disposal, gif.DisposalBackground)
 		size = m.Bounds().Size()
 		switch disposal {
 		case gif.DisposalBackground:
@@ -299,9 +393,8 @@ func apply(m *image.RGBA, o op) *image.RGBA {
 }
 
 func fit(m *image.RGBA, bw, bh int) *image.RGBA {
-	w, h := m.Bounds().Dx(), m.Bounds().Dy()
-	scale := min(float64(bw)/float64(w), float64(bh)/float64(h))
-	return scaleTo(m, max(1, int(float64(w)*scale+0.5)), max(1, int(float64(h)*scale+0.5)))
+	w, h := fitSize(m.Bounds().Dx(), m.Bounds().Dy(), bw, bh)
+	return scaleTo(m, w, h)
 }
 
 // scaleTo resamples with a box filter when shrinking (each output pixel averages the

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -19,6 +20,8 @@ import (
 // fsynced: a blob is either absent or complete, also after a crash.
 type FileStore struct {
 	root string
+	// synced holds the directories this process knows to be durable in their parents.
+	synced sync.Map
 }
 
 // tmpDir is the store's spool directory, on the same file system as the blobs so a
@@ -60,7 +63,7 @@ func (s *FileStore) Put(ctx context.Context, id, src string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := mkdirAllSynced(filepath.Dir(dst)); err != nil {
+	if err := s.mkdirAllSynced(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("storing %s: %w", id, err)
 	}
 	if err := syncFile(src); err != nil {
@@ -109,26 +112,38 @@ func (s *FileStore) copyIn(src, dst string) (err error) {
 	return os.Rename(tmp.Name(), dst)
 }
 
-// mkdirAllSynced is os.MkdirAll that also fsyncs the parent of every directory it
-// creates, so a blob's directory survives a crash as surely as the blob's own entry.
-func mkdirAllSynced(dir string) error {
-	if st, err := os.Stat(dir); err == nil {
-		if !st.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
+// mkdirAllSynced is os.MkdirAll that also fsyncs the parent of every directory on the
+// way, once per process: of those it creates, and of those it finds (another Put may have
+// created one a moment ago without having synced it yet), so a blob's directory survives
+// a crash as surely as the blob's own entry.
+func (s *FileStore) mkdirAllSynced(dir string) error {
+	if _, ok := s.synced.Load(dir); ok {
 		return nil
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case err == nil && !st.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return err
 	}
 	parent := filepath.Dir(dir)
 	if parent == dir {
-		return fmt.Errorf("cannot create %s", dir)
+		return nil // the file system's root
 	}
-	if err := mkdirAllSynced(parent); err != nil {
+	if err := s.mkdirAllSynced(parent); err != nil {
 		return err
 	}
-	if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err != nil { // missing
+		if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	if err := syncDir(parent); err != nil {
 		return err
 	}
-	return syncDir(parent)
+	s.synced.Store(dir, struct{}{})
+	return nil
 }
 
 func syncFile(name string) error {

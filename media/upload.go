@@ -230,6 +230,11 @@ func (s *Service) keep(ctx context.Context, tenant string, sum []byte, d Details
 		}
 		exists = false // deleted meanwhile: store the bytes after all
 	}
+	if ident != "" { // stored, never recorded
+		if err := s.store.Delete(context.WithoutCancel(ctx), ident); err != nil {
+			s.log.Warn("deleting an unrecorded blob", "identifier", ident, "err", err)
+		}
+	}
 	return Upload{}, problem.Conflict("transaction_conflict", "the media changed concurrently; retry")
 }
 

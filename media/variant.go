@@ -119,6 +119,11 @@ func (s *Service) VariantOpen(ctx context.Context, tenant, alias, spec string, o
 	if err != nil {
 		return nil, Variant{}, err
 	}
+	if m.Details.Width > 0 && m.Details.Height > 0 {
+		if err := checkOutput(canon, m.Details.Width, m.Details.Height, s.cfg.Limits.MaxArea); err != nil {
+			return nil, Variant{}, err
+		}
+	}
 	sum, _ := hex.DecodeString(m.Hash)
 	v := Variant{Alias: alias, Spec: canon, Hash: m.Hash}
 	if ok, err := s.variantLookup(ctx, tenant, sum, &v); err != nil || ok {
@@ -226,6 +231,9 @@ func (s *Service) variantJob(ctx context.Context, j *queue.Job) error {
 	}
 	defer func() { _ = f.Close(); _ = os.Remove(f.Name()) }()
 	start := time.Now()
+	if err := checkOutput(p.Spec, orig.Width, orig.Height, s.cfg.Limits.MaxArea); orig.Width > 0 && orig.Height > 0 && err != nil {
+		return queue.Discard(err)
+	}
 	// An animation is decoded whole; past maxAnimatedPixels its variant is a still.
 	animate := orig.Frames > 1 && int64(orig.Frames)*int64(orig.Width)*int64(orig.Height) <= maxAnimatedPixels
 	outFormat, size, frames, err := process(src, format, p.Spec, f, animate)

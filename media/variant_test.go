@@ -226,21 +226,20 @@ func TestVariantAnimatedGIF(t *testing.T) {
 	red, blue, green := color.RGBA{255, 0, 0, 255}, color.RGBA{0, 0, 255, 255}, color.RGBA{0, 255, 0, 255}
 	pal := color.Palette{red, blue, green, color.Transparent}
 	full := image.NewPaletted(image.Rect(0, 0, 40, 20), pal) // all red
-	// Frame 2 paints the left half blue; frame 3 paints the right half green and asks to be
-	// cleared afterwards (it is the last frame: no effect on the output).
-	left := image.NewPaletted(image.Rect(0, 0, 20, 20), pal)
-	right := image.NewPaletted(image.Rect(20, 0, 40, 20), pal)
-	for i := range left.Pix {
-		left.Pix[i], right.Pix[i] = 1, 2
-	}
+	// Frame 2 paints the left half blue and frame 3 the right half green, each with a local
+	// palette of its one colour; frame 3 asks to be cleared afterwards, so frame 4 (a dot
+	// in a corner) shows the right half transparent.
+	left := image.NewPaletted(image.Rect(0, 0, 20, 20), color.Palette{blue})
+	right := image.NewPaletted(image.Rect(20, 0, 40, 20), color.Palette{green})
+	dot := image.NewPaletted(image.Rect(0, 0, 1, 1), pal)
 	var src bytes.Buffer
-	if err := gif.EncodeAll(&src, &gif.GIF{Image: []*image.Paletted{full, left, right}, Delay: []int{10, 20, 30},
-		Disposal: []byte{gif.DisposalNone, gif.DisposalNone, gif.DisposalBackground}, LoopCount: 3,
+	if err := gif.EncodeAll(&src, &gif.GIF{Image: []*image.Paletted{full, left, right, dot}, Delay: []int{10, 20, 30, 40},
+		Disposal: []byte{gif.DisposalNone, gif.DisposalNone, gif.DisposalBackground, gif.DisposalNone}, LoopCount: 3,
 		Config: image.Config{ColorModel: pal, Width: 40, Height: 20}}); err != nil {
 		t.Fatal(err)
 	}
 	up := e.upload(t, src.Bytes(), "image/gif")
-	if up.Details.Frames != 3 {
+	if up.Details.Frames != 4 {
 		t.Fatalf("upload details: %+v", up.Details)
 	}
 	b, v, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "thumbnail=10", nil)
@@ -253,8 +252,8 @@ func TestVariantAnimatedGIF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Details.Frames != 3 || v.Details.Format != "gif" || len(g.Image) != 3 || g.LoopCount != 3 ||
-		g.Delay[0] != 10 || g.Delay[1] != 20 || g.Delay[2] != 30 {
+	if v.Details.Frames != 4 || v.Details.Format != "gif" || len(g.Image) != 4 || g.LoopCount != 3 ||
+		g.Delay[0] != 10 || g.Delay[1] != 20 || g.Delay[2] != 30 || g.Delay[3] != 40 {
 		t.Fatalf("animated variant: %+v, %d frames, loop %d, delays %v", v.Details, len(g.Image), g.LoopCount, g.Delay)
 	}
 	at := func(frame, x, y int) color.RGBA {
@@ -262,7 +261,8 @@ func TestVariantAnimatedGIF(t *testing.T) {
 		return color.RGBA{uint8(r >> 8), uint8(gg >> 8), uint8(bb >> 8), uint8(a >> 8)}
 	}
 	// Each output frame is whole: the composition so far, scaled to 10×5.
-	want := [][2]color.RGBA{{red, red}, {blue, red}, {blue, green}} // left and right edge per frame
+	clear := color.RGBA{}
+	want := [][2]color.RGBA{{red, red}, {blue, red}, {blue, green}, {blue, clear}} // left and right edge per frame
 	for i, w := range want {
 		if g.Image[i].Bounds() != image.Rect(0, 0, 10, 5) {
 			t.Fatalf("frame %d bounds %v", i, g.Image[i].Bounds())
@@ -271,8 +271,23 @@ func TestVariantAnimatedGIF(t *testing.T) {
 			t.Errorf("frame %d: left %v right %v, want %v %v", i, l, r, w[0], w[1])
 		}
 	}
+	if g.Disposal[3] != gif.DisposalBackground {
+		t.Errorf("whole frames must be cleared before the next: disposal %v", g.Disposal)
+	}
 	_, still, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "thumbnail=10/format=png", nil)
 	if err != nil || still.Details.Frames != 1 || still.Details.Format != "png" {
 		t.Fatalf("still: %+v %v", still.Details, err)
+	}
+}
+
+// A spec that would enlarge an image past the area limit is refused before any work.
+func TestVariantTooLarge(t *testing.T) {
+	t.Parallel()
+	e := variantEnv(t, media.Config{})
+	up := e.upload(t, pngBytes(t, 4, 4, 1), "image/png")
+	_, _, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "resize=fill:10000x10000", nil)
+	wantProblem(t, err, 422, "variant_too_large")
+	if _, v, err := e.s.VariantOpen(e.ctx, e.Tenant, up.Alias, "resize=fit:100x100", nil); err != nil || v.Details.Width != 100 {
+		t.Fatalf("an enlargement within the limit: %+v %v", v.Details, err)
 	}
 }

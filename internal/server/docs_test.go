@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"slices"
 	"bufio"
 	"context"
 	"encoding/json"
@@ -10,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"

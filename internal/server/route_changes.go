@@ -144,7 +144,7 @@ func (s *Server) streamChanges(ctx context.Context, w io.Writer, tenant string, 
 		return
 	}
 	for ctx.Err() == nil {
-		a, err := s.deps.Auth.Access(ctx, tenant)
+		a, err := s.deps.Auth.AccessRecheck(ctx, tenant)
 		if err != nil {
 			return // access revoked, or the tenant is gone: end the stream
 		}

@@ -5,3 +5,6 @@ CREATE TABLE media_sweeps (
     singleton boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
     swept_at  timestamptz NOT NULL
 );
+
+-- The sweep keeps the incoming bytes of backgrounded uploads that wait for their job.
+CREATE INDEX media_uploads_incoming ON media_uploads (incoming_identifier);
