@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,8 +34,13 @@ type world struct {
 	counter int
 }
 
-func newWorld(t *testing.T) *world {
-	w := &world{platform: newPlatform(t), authz: map[string]string{anon: ""}, ids: map[string]string{}}
+func newWorld(t *testing.T) *world { return worldOn(newPlatform(t)) }
+
+// worldOn peoples a platform: a user per identity, tenant T with its members and an API
+// key, and the outsider's tenant U.
+func worldOn(p *platform) *world {
+	t := p.t
+	w := &world{platform: p, authz: map[string]string{anon: ""}, ids: map[string]string{}}
 	w.authz[platAdm] = bearer(w.root)
 	for _, who := range []string{owner, admin, member, viewer, outsider} {
 		name := "w_" + strings.ReplaceAll(strings.ReplaceAll(who, " ", "_"), "'", "")
@@ -84,6 +90,65 @@ type endpoint struct {
 	// request builds the path and body of one attempt, creating what it consumes.
 	request func(w *world, who string) (path, body string)
 	want    map[string]int
+}
+
+// checkEndpoints runs every endpoint as every identity and checks the status; that a
+// denial (401, 403, 404) is a problem document, changes nothing digest sees and leaves
+// exactly one denial in the audit log; and that a successful write leaves an audit row.
+// Successful calls other than GETs must be audited, except those named "query: …" (reads
+// that take their question as a POST body, such as search) and those named in unaudited
+// (such as a queue worker's transitions, which the job's own record keeps).
+func (w *world) checkEndpoints(t *testing.T, eps []endpoint, digest func(*testing.T, *world) string, opts ...checkOptions) {
+	t.Helper()
+	var o checkOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	for _, ep := range eps {
+		for _, who := range identities {
+			want := ep.want[who]
+			path, body := ep.request(w, who)
+			var headers map[string]string
+			if h := o.headers[ep.name]; h != nil {
+				headers = h(w)
+			}
+			denied := want == http.StatusUnauthorized || want == http.StatusForbidden || want == http.StatusNotFound
+			before, denials := "", 0
+			if denied {
+				before, denials = digest(t, w), w.auditCount("")
+			}
+			r := w.doHeaders(ep.method, path, w.authz[who], body, headers)
+			if r.status != want {
+				t.Errorf("%s as %s: %s %s → %d, want %d: %s", ep.name, who, ep.method, path, r.status, want, r.body)
+				continue
+			}
+			switch {
+			case denied:
+				if digest(t, w) != before {
+					t.Errorf("%s as %s: denied (%d) but the data changed", ep.name, who, r.status)
+				}
+				if n := w.auditCount(""); n != denials+1 {
+					t.Errorf("%s as %s: denied (%d) with %d audit rows, want exactly one", ep.name, who, r.status, n-denials)
+				}
+				if !strings.Contains(r.header.Get("Content-Type"), "problem+json") {
+					t.Errorf("%s as %s: the denial (%d) is not a problem document", ep.name, who, r.status)
+				}
+			case ep.method != "GET" && !strings.HasPrefix(ep.name, "query:") && !slices.Contains(o.unaudited, ep.name):
+				if w.auditCount(r.requestID) == 0 {
+					t.Errorf("%s as %s: a successful %s left no audit row", ep.name, who, ep.method)
+				}
+			}
+		}
+	}
+}
+
+// checkOptions adjust checkEndpoints.
+type checkOptions struct {
+	// unaudited names the endpoints whose successes are not audited.
+	unaudited []string
+	// headers gives an endpoint's extra request headers, by endpoint name; it is called
+	// after the endpoint's request, so that can leave them (a token, a content type).
+	headers map[string]func(w *world) map[string]string
 }
 
 // statuses builds an expectation: def for everyone, then overrides.

@@ -44,21 +44,7 @@ func mediaWorldWith(t *testing.T, cfg media.Config) (*world, *media.FileStore) {
 	p.h = server.New(server.Deps{Pool: s.Pool(), Ready: s.Ready, Version: "test", Auth: s.Auth(), Audit: s.Audit(),
 		Feed: s.Feed(), Queue: s.Queue(), Media: s.Media()})
 	p.root = p.token("admin", "root-password")
-	w := &world{platform: p, authz: map[string]string{anon: ""}, ids: map[string]string{}}
-	w.authz[platAdm] = bearer(w.root)
-	for _, who := range []string{owner, admin, member, viewer, outsider} {
-		id, tok := w.user("m_" + strings.NewReplacer(" ", "_", "'", "").Replace(who))
-		w.ids[who], w.authz[who] = id, bearer(tok)
-	}
-	w.T = w.tenant(w.authz[owner], "T")
-	w.tenant(w.authz[outsider], "U")
-	for _, who := range []string{admin, member, viewer} {
-		w.member(w.authz[owner], w.T, w.ids[who], who, "")
-	}
-	r := w.must(201, "POST", "/v1/t/"+w.T+"/api-keys", w.authz[owner], `{"name":"robot","role":"member"}`)
-	var k struct{ Key string }
-	r.json(t, &k)
-	w.authz[apiKey] = bearer(k.Key)
+	w := worldOn(p)
 	st, ok := s.Media().Store().(*media.FileStore)
 	if !ok {
 		t.Fatal("not a file store")
