@@ -1,7 +1,6 @@
 package media
 
 import (
-	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -214,7 +213,20 @@ func checkOutput(spec string, w, h int, maxArea int64) error {
 // each): about 100 MB. Past it the variant is a still.
 const maxAnimatedPixels = 100_000_000
 
-var errTooManyPixels = errors.New("the animation has too many pixels")
+// animatable reports whether a GIF of frames frames of w×h pixels can become an
+// animated variant by spec: its frames and the variant's, kept together, stay within
+// maxAnimatedPixels.
+func animatable(spec string, frames, w, h int) bool {
+	ops, _, err := parseSpec(spec)
+	return err == nil && frames > 1 && animationPixels(ops, frames, w, h) <= maxAnimatedPixels
+}
+
+// animationPixels counts the pixels an animated variant holds at once: every frame of
+// the original (decoded together) and of the variant (kept until encoded).
+func animationPixels(ops []op, frames, w, h int) int64 {
+	ow, oh := outputSize(ops, w, h)
+	return int64(frames) * (int64(w)*int64(h) + int64(ow)*int64(oh))
+}
 
 func hasTransparent(pal color.Palette) bool {
 	for _, c := range pal {
@@ -238,27 +250,7 @@ func process(src io.Reader, origFormat, spec string, dst io.Writer, animate bool
 	}
 	if animate && origFormat == "gif" && format == "gif" {
 		size, frames, err := processGIF(src, ops, dst)
-		if !errors.Is(err, errTooManyPixels) {
-			return format, size, frames, err
-		}
-		// Too large to animate: a still of the first frame, from the start of the source.
-		seeker, ok := src.(io.Seeker)
-		if !ok {
-			return "", image.Point{}, 0, err
-		}
-		if _, err := seeker.Seek(0, io.SeekStart); err != nil {
-			return "", image.Point{}, 0, err
-		}
-		if t, ok := dst.(interface{ Truncate(int64) error }); ok {
-			if err := t.Truncate(0); err != nil {
-				return "", image.Point{}, 0, err
-			}
-		}
-		if sk, ok := dst.(io.Seeker); ok {
-			if _, err := sk.Seek(0, io.SeekStart); err != nil {
-				return "", image.Point{}, 0, err
-			}
-		}
+		return format, size, frames, err
 	}
 	img, _, err := image.Decode(src)
 	if err != nil {
@@ -293,9 +285,9 @@ func processGIF(src io.Reader, ops []op, dst io.Writer) (image.Point, int, error
 	for _, fr := range g.Image {
 		screen = screen.Union(fr.Bounds())
 	}
-	ow, oh := outputSize(ops, screen.Dx(), screen.Dy())
-	if int64(len(g.Image))*(int64(ow)*int64(oh)+int64(screen.Dx())*int64(screen.Dy())) > maxAnimatedPixels {
-		return image.Point{}, 0, errTooManyPixels
+	if animationPixels(ops, len(g.Image), screen.Dx(), screen.Dy()) > maxAnimatedPixels {
+		// The caller checked the declared size (animatable); frames may reach past it.
+		return image.Point{}, 0, fmt.Errorf("the animation's frames reach past its declared size")
 	}
 	// One palette for every frame: the original's global one (or Plan 9's), with a
 	// transparent entry so that cleared areas stay clear.

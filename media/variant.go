@@ -235,7 +235,7 @@ func (s *Service) variantJob(ctx context.Context, j *queue.Job) error {
 		return queue.Discard(err)
 	}
 	// An animation is decoded whole; past maxAnimatedPixels its variant is a still.
-	animate := orig.Frames > 1 && int64(orig.Frames)*int64(orig.Width)*int64(orig.Height) <= maxAnimatedPixels
+	animate := animatable(p.Spec, orig.Frames, orig.Width, orig.Height)
 	outFormat, size, frames, err := process(src, format, p.Spec, f, animate)
 	if err != nil {
 		return queue.Discard(err)
