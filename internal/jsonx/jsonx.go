@@ -29,6 +29,15 @@ func Validate(b []byte) error {
 	if !utf8.Valid(b) {
 		return problem.Invalid("invalid_json", "the document is not valid UTF-8")
 	}
+	if valid(b) {
+		return nil
+	}
+	return validateDecoded(b)
+}
+
+// validateDecoded is Validate through encoding/json's token reader: slow, and the one
+// that names each problem precisely.
+func validateDecoded(b []byte) error {
 	v := validator{d: json.NewDecoder(bytes.NewReader(b))}
 	v.d.UseNumber()
 	return v.run()
