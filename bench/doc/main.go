@@ -14,7 +14,7 @@
 //
 //   - a filtered list on an indexed path over -docs documents, a page of 50 (p50).
 //
-//     go run ./doc [-docs 1000000] [-c 8] [-d 10s]
+//     go run ./doc [-docs 1000000] [-c 8] [-d 10s] [-only create,import,get,pit,list] [-cpuprofile file]
 package main
 
 import (
@@ -34,6 +34,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -48,12 +50,14 @@ import (
 )
 
 var (
-	nDocs  = flag.Int("docs", 1_000_000, "documents in the filtered-list collection")
-	nGet   = flag.Int("get-docs", 100_000, "documents for the get-by-id comparison")
-	nImp   = flag.Int("import-docs", 200_000, "lines in the import comparison")
-	conc   = flag.Int("c", 8, "concurrent clients for create and get")
-	dur    = flag.Duration("d", 10*time.Second, "duration of each timed case")
-	rounds = flag.Int("rounds", 5, "interleaved rounds for timed comparisons")
+	nDocs   = flag.Int("docs", 1_000_000, "documents in the filtered-list collection")
+	nGet    = flag.Int("get-docs", 100_000, "documents for the get-by-id comparison")
+	nImp    = flag.Int("import-docs", 200_000, "lines in the import comparison")
+	conc    = flag.Int("c", 8, "concurrent clients for create and get")
+	dur     = flag.Duration("d", 10*time.Second, "duration of each timed case")
+	rounds  = flag.Int("rounds", 5, "interleaved rounds for timed comparisons")
+	only    = flag.String("only", "", "run only these cases, comma-separated: create, import, get, pit, list")
+	cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the run (Strata and the load clients) to this file")
 )
 
 func main() {
@@ -68,11 +72,24 @@ func main() {
 	tenant := newTenant(ctx, s, "bench")
 	fmt.Printf("# Documents (GOMAXPROCS=%d, %s)\n\n", runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.DateOnly))
 
-	create(ctx, s, sys, tenant)
-	importCmp(ctx, s, sys, tenant)
-	getByID(ctx, s, sys, tenant)
-	pointInTime(ctx, s, sys, tenant)
-	filteredList(ctx, s, sys, tenant)
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	for _, c := range []struct {
+		name string
+		run  func(context.Context, *strata.Strata, context.Context, string)
+	}{{"create", create}, {"import", importCmp}, {"get", getByID}, {"pit", pointInTime}, {"list", filteredList}} {
+		if *only == "" || slices.Contains(strings.Split(*only, ","), c.name) {
+			c.run(ctx, s, sys, tenant)
+		}
+	}
 }
 
 func newTenant(ctx context.Context, s *strata.Strata, name string) string {
@@ -214,7 +231,8 @@ func getByID(ctx context.Context, s *strata.Strata, sys context.Context, tenant 
 		return nil
 	}
 	harness.Load("warm", *conc, time.Second, 1<<40, get)
-	httpRes := harness.Load("GET /docs/{id} over HTTP (API key auth)", *conc, *dur, 1<<40, get)
+	httpRes := harness.Load("GET /docs/{id} over HTTP, Go net/http client in this process (API key auth)", *conc, *dur, 1<<40, get)
+	wrkRPS, wrkP50, wrkP99, wrkErr := wrk(ctx, base, secret)
 	pgb, err := pgbench(ctx, s, collID)
 	if err != nil {
 		fmt.Printf("pgbench not run: %v\n\n", err)
@@ -224,7 +242,57 @@ func getByID(ctx context.Context, s *strata.Strata, sys context.Context, tenant 
 	fmt.Println("| case | requests/s | ratio to pgbench | p50 | p99 |")
 	fmt.Println("|---|---:|---:|---:|---:|")
 	fmt.Printf("| pgbench -M prepared: SELECT body by primary key (baseline) | %.0f | 1.00× | | |\n", pgb)
+	if wrkErr != nil {
+		fmt.Printf("| GET /docs/{id} over HTTP, wrk (not run: %v) | | | | |\n", wrkErr)
+	} else {
+		fmt.Printf("| GET /docs/{id} over HTTP, wrk in its own process as pgbench is (API key auth) | %.0f | %.2f× | %s | %s |\n", wrkRPS, wrkRPS/pgb, wrkP50, wrkP99)
+	}
 	fmt.Printf("| %s | %.0f | %.2f× | %s | %s |\n\n", httpRes.Name, httpRes.PerSecond(), httpRes.PerSecond()/pgb, httpRes.P50, httpRes.P99)
+}
+
+// wrkScript asks for a random document of the get collection each request.
+const wrkScript = `math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "%s" .. math.random(0, %d), {["Authorization"] = "Bearer %s"})
+end
+`
+
+var wrkRE = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+
+// wrk loads base with the C load generator wrk (Debian's package), as pgbench loads
+// PostgreSQL: its own process, the same concurrency, keep-alive. It answers requests/s and
+// the p50 and p99 latencies.
+func wrk(ctx context.Context, base, secret string) (rps float64, p50, p99 string, err error) {
+	bin, err := exec.LookPath("wrk")
+	if err != nil {
+		return 0, "", "", errors.New("wrk not found (apt-get install wrk)")
+	}
+	u, path, _ := strings.Cut(strings.TrimPrefix(base, "http://"), "/")
+	script := filepath.Join(os.TempDir(), "strata-bench-get.lua")
+	if err := os.WriteFile(script, fmt.Appendf(nil, wrkScript, "/"+path, *nGet-1, secret), 0o600); err != nil {
+		return 0, "", "", err
+	}
+	defer os.Remove(script)
+	out, err := exec.CommandContext(ctx, bin, "-t", "2", "-c", strconv.Itoa(*conc), "-d", strconv.Itoa(int(dur.Seconds()))+"s",
+		"--latency", "-s", script, "http://"+u).CombinedOutput()
+	if err != nil {
+		return 0, "", "", fmt.Errorf("%w: %s", err, out)
+	}
+	if bytes.Contains(out, []byte("Non-2xx")) {
+		return 0, "", "", fmt.Errorf("wrk saw errors: %s", out)
+	}
+	m := wrkRE.FindSubmatch(out)
+	if m == nil {
+		return 0, "", "", fmt.Errorf("no Requests/sec in %s", out)
+	}
+	lat := func(p string) string {
+		if m := regexp.MustCompile(`\s` + p + `%\s+(\S+)`).FindSubmatch(out); m != nil {
+			return string(m[1])
+		}
+		return ""
+	}
+	rps, err = strconv.ParseFloat(string(m[1]), 64)
+	return rps, lat("50"), lat("99"), err
 }
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
