@@ -197,7 +197,7 @@ func (s *scanner) str() ([]byte, bool) {
 				}
 				hex := s.b[i+2 : i+6]
 				for _, h := range hex {
-					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+					if !isHex(h) {
 						return nil, false
 					}
 				}
@@ -259,3 +259,5 @@ func (s *scanner) number() bool {
 	}
 	return true
 }
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
