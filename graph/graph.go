@@ -101,6 +101,12 @@ type Config struct {
 	MaxPropsBytes int
 	// SnapshotEvery keeps full properties in history every this many versions. Default 32.
 	SnapshotEvery int
+	// MemoryEdges bounds the edges this process holds in its in-memory adjacency indexes,
+	// across tenants (about 40 bytes each, with their nodes). A tenant's index loads on its
+	// first traversal that can use it; a tenant with more edges than this is traversed in
+	// SQL, and the least recently used indexes make way for a new one. Default 20,000,000;
+	// negative disables the indexes (every traversal runs in SQL).
+	MemoryEdges int64
 	// Logger receives background-work warnings. Nil is quiet.
 	Logger *slog.Logger
 }
@@ -114,6 +120,7 @@ type Store struct {
 	listener *db.Listener
 	cfg      Config
 	log      *slog.Logger
+	mem      *memory
 
 	mu        sync.Mutex
 	types     map[string]*typeSet // tenant → its edge types
@@ -128,8 +135,10 @@ func New(pool *pgxpool.Pool, a *auth.Service, docs *doc.Store, f *feed.Feed, lis
 	cfg.TimeBudget = cmp.Or(cfg.TimeBudget, 10*time.Second)
 	cfg.MaxPropsBytes = cmp.Or(cfg.MaxPropsBytes, 64<<10)
 	cfg.SnapshotEvery = cmp.Or(cfg.SnapshotEvery, 32)
+	cfg.MemoryEdges = cmp.Or(cfg.MemoryEdges, 20_000_000)
 	s := &Store{pool: pool, auth: a, docs: docs, feed: f, listener: listener, cfg: cfg,
 		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)), types: map[string]*typeSet{}, collNames: map[string]string{}}
+	s.mem = newMemory(s, cfg.MemoryEdges)
 	docs.OnDelete(cascade)
 	listener.Handle(typesChannel, func(tenant string) { s.forgetTypes(tenant) })
 	listener.OnReset(func() { s.forgetTypes("") })

@@ -68,12 +68,25 @@ func (s *Store) ShortestPath(ctx context.Context, tenant string, from, to NodeRe
 		}
 		return PathResult{}, nil
 	}
+	var mw *memWalk
+	if weight == "" {
+		var release func()
+		if mw, release, err = s.memWalkOf(ctx, v); err != nil {
+			return PathResult{}, err
+		}
+		if mw != nil {
+			defer release()
+		}
+	}
 	var found *walk
 	partial, err := s.traverse(ctx, o, func(ctx context.Context) error {
 		var err error
-		if weight != "" {
+		switch {
+		case weight != "":
 			found, err = v.w.cheapest(ctx, a, b, o.Direction, s.cfg.MaxResults)
-		} else {
+		case mw != nil:
+			found, err = mw.shortestOf(ctx, a, b, o.Direction, o.MaxDepth)
+		default:
 			found, err = v.w.shortest(ctx, a, b, o.Direction, o.MaxDepth)
 		}
 		return err
@@ -81,7 +94,12 @@ func (s *Store) ShortestPath(ctx context.Context, tenant string, from, to NodeRe
 	if err != nil || partial || found == nil {
 		return PathResult{Partial: partial}, err
 	}
-	refs, err := s.refs(ctx, s.pool, tenant, found.nodes)
+	var refs map[int64]NodeRef
+	if mw != nil {
+		refs, err = s.memRefs(ctx, tenant, mw, found)
+	} else {
+		refs, err = s.refs(ctx, s.pool, tenant, found.nodes)
+	}
 	if err != nil {
 		return PathResult{}, err
 	}
@@ -286,22 +304,43 @@ func (s *Store) AllPaths(ctx context.Context, tenant string, from, to NodeRef, o
 	if a == 0 || b == 0 {
 		return res, nil
 	}
+	mw, release, err := s.memWalkOf(ctx, v)
+	if err != nil {
+		return PathsResult{}, err
+	}
+	if mw != nil {
+		defer release()
+	}
 	var walks []walk
 	res.Partial, err = s.traverse(ctx, o, func(ctx context.Context) error {
 		var err error
-		walks, res.Truncated, err = v.w.allPaths(ctx, a, b, o.Direction, o.MaxDepth, o.Limit, s.cfg.MaxResults)
+		if mw != nil {
+			walks, res.Truncated, err = mw.allPathsOf(ctx, a, b, o.Direction, o.MaxDepth, o.Limit, s.cfg.MaxResults)
+		} else {
+			walks, res.Truncated, err = v.w.allPaths(ctx, a, b, o.Direction, o.MaxDepth, o.Limit, s.cfg.MaxResults)
+		}
 		return err
 	})
 	if err != nil {
 		return PathsResult{}, err
 	}
-	var need []int64
-	for _, w := range walks {
-		need = append(need, w.nodes...)
-	}
-	refs, err := s.refs(ctx, s.pool, tenant, need)
-	if err != nil {
-		return PathsResult{}, err
+	var refs map[int64]NodeRef
+	if mw != nil {
+		ws := make([]*walk, len(walks))
+		for i := range walks {
+			ws[i] = &walks[i]
+		}
+		if refs, err = s.memRefs(ctx, tenant, mw, ws...); err != nil {
+			return PathsResult{}, err
+		}
+	} else {
+		var need []int64
+		for _, w := range walks {
+			need = append(need, w.nodes...)
+		}
+		if refs, err = s.refs(ctx, s.pool, tenant, need); err != nil {
+			return PathsResult{}, err
+		}
 	}
 	for _, w := range walks {
 		res.Paths = append(res.Paths, *v.path(refs, w.nodes, w.edges, w.types))

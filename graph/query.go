@@ -269,6 +269,17 @@ func (s *Store) Degree(ctx context.Context, tenant string, node NodeRef, o Optio
 	if start == 0 {
 		return d, nil
 	}
+	mw, release, err := s.memWalkOf(ctx, v)
+	if err != nil {
+		return Degree{}, err
+	}
+	if mw != nil {
+		defer release()
+		if u, ok := mw.g.dense(start); ok {
+			return d, mw.degree(ctx, v, u, &d)
+		}
+		return d, nil
+	}
 	for _, dir := range []Direction{Out, In} {
 		q := v.nodeEdges(start, dir)
 		rows, err := s.pool.Query(ctx, `SELECT e.type_id, count(*) FROM graph_edges e`+q.join+` WHERE `+q.where+` GROUP BY e.type_id`, q.args...)

@@ -331,6 +331,14 @@ func (s *Store) reach(ctx context.Context, tenant string, from NodeRef, o Option
 	if start == 0 {
 		return res, nil
 	}
+	mw, release, err := s.memWalkOf(ctx, v)
+	if err != nil {
+		return Result{}, err
+	}
+	if mw != nil {
+		defer release()
+		return s.reachMemory(ctx, v, mw, start)
+	}
 	var r *bfsResult
 	res.Partial, err = s.traverse(ctx, o, func(ctx context.Context) error {
 		var err error
@@ -353,6 +361,38 @@ func (s *Store) reach(ctx context.Context, tenant string, from NodeRef, o Option
 			node.Path = v.path(refs, nodes, edges, types)
 		}
 		res.Nodes = append(res.Nodes, node)
+	}
+	return res, nil
+}
+
+// reachMemory is reach over the in-memory index.
+func (s *Store) reachMemory(ctx context.Context, v *view, mw *memWalk, start int64) (Result, error) {
+	o := v.o
+	res := Result{Nodes: []Node{}}
+	a, ok := mw.g.dense(start)
+	if !ok {
+		return res, nil // no live edges
+	}
+	var r *memBFS
+	var err error
+	res.Partial, err = s.traverse(ctx, o, func(ctx context.Context) error {
+		var err error
+		r, err = mw.bfs(ctx, a, o.Direction, o.MaxDepth, o.Limit)
+		return err
+	})
+	if r != nil {
+		defer mw.idx.putSet(r.vs)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	res.Truncated = r.truncated
+	res.Nodes = make([]Node, len(r.order))
+	for i, n := range r.order {
+		res.Nodes[i] = Node{NodeRef: mw.ref(n), Depth: int(r.vs.depth[n])}
+		if o.Paths {
+			res.Nodes[i].Path = mw.path(v, r.vs, n)
+		}
 	}
 	return res, nil
 }

@@ -1,0 +1,349 @@
+package graph
+
+import (
+	"cmp"
+	"slices"
+)
+
+// mhop is one edge in a node's adjacency list as the in-memory index holds it: 16 bytes.
+type mhop struct {
+	eid  int64
+	nbr  int32  // dense index of the node at the other end
+	typ  uint16 // index into adjacency.types
+	dead bool   // deleted since the lists were built
+}
+
+// csr is adjacency in compressed sparse rows: node u's hops are hops[off[u]:off[u+1]],
+// sorted as the SQL indexes are — by type id, then the other node's number, then edge id —
+// so an in-memory traversal meets hops in the order the SQL walker's index scans would.
+type csr struct {
+	off  []uint32
+	hops []mhop
+}
+
+func (c *csr) of(u int32) []mhop {
+	if int(u)+1 >= len(c.off) {
+		return nil
+	}
+	return c.hops[c.off[u]:c.off[u+1]]
+}
+
+// xedge is an edge added since the lists were built (the overlay).
+type xedge struct {
+	id       int64
+	from, to int32
+	typ      uint16
+	dead     bool
+}
+
+// adjacency is a tenant's live edges, out and in, over dense node indexes: the lists built
+// at load, and an overlay of the edges added since. Nodes are named without a query: each
+// dense index has its node number, collection and document id.
+type adjacency struct {
+	num    []int64  // dense → node number
+	coll   []uint16 // dense → index into colls
+	docEnd []uint32 // dense → end of its document id in docs (the start is the previous end)
+	docs   []byte
+	base   int // nodes in the lists; nodes added later have dense indexes ≥ base
+
+	// Node number → dense index: lut[n-lutMin]-1 when the tenant's node numbers are close
+	// together, else a binary search of num[:base]; added holds the nodes added since.
+	lutMin int64
+	lut    []int32
+	added  map[int64]int32
+	// monotone: node numbers grow with dense indexes, so sorting dense indexes sorts by
+	// node number (false once a node added later has a smaller number than another).
+	monotone bool
+
+	colls  []string // collection index → collection id
+	collIx map[string]uint16
+	types  []int32 // type index → type id
+	typeIx map[int32]uint16
+
+	out, in csr
+	x       []xedge
+	xout    map[int32][]int32 // dense → indexes into x
+	xin     map[int32][]int32
+	xbyID   map[int64]int32
+
+	live      int64 // live edges
+	deadCount int   // edges of the lists marked dead, and dead overlay edges
+}
+
+// dense returns the dense index of a node number.
+func (g *adjacency) dense(n int64) (int32, bool) {
+	if g.lut != nil {
+		if i := n - g.lutMin; i >= 0 && i < int64(len(g.lut)) && g.lut[i] > 0 {
+			return g.lut[i] - 1, true
+		}
+	} else if i, ok := slices.BinarySearch(g.num[:g.base], n); ok {
+		return int32(i), true
+	}
+	d, ok := g.added[n]
+	return d, ok
+}
+
+// docID returns the document id of a node.
+func (g *adjacency) docID(d int32) string {
+	start := uint32(0)
+	if d > 0 {
+		start = g.docEnd[d-1]
+	}
+	return string(g.docs[start:g.docEnd[d]])
+}
+
+func (g *adjacency) collIndex(id string) uint16 {
+	if i, ok := g.collIx[id]; ok {
+		return i
+	}
+	i := uint16(len(g.colls))
+	g.colls = append(g.colls, id)
+	g.collIx[id] = i
+	return i
+}
+
+// typeIndex returns the index of a type id; ok is false when a tenant has more types than
+// an index can number (65,535), which load and sync refuse.
+func (g *adjacency) typeIndex(id int32) (uint16, bool) {
+	if i, ok := g.typeIx[id]; ok {
+		return i, true
+	}
+	if len(g.types) >= 1<<16-1 {
+		return 0, false
+	}
+	i := uint16(len(g.types))
+	g.types = append(g.types, id)
+	g.typeIx[id] = i
+	return i, true
+}
+
+// node returns the dense index of a node number, adding the node when it is new.
+func (g *adjacency) node(n int64, collID, docID string) int32 {
+	if d, ok := g.dense(n); ok {
+		return d
+	}
+	d := int32(len(g.num))
+	if d > 0 && g.num[d-1] > n {
+		g.monotone = false
+	}
+	g.num = append(g.num, n)
+	g.coll = append(g.coll, g.collIndex(collID))
+	g.docs = append(g.docs, docID...)
+	g.docEnd = append(g.docEnd, uint32(len(g.docs)))
+	g.added[n] = d
+	return d
+}
+
+// has reports whether a live edge id from node number from is held.
+func (g *adjacency) has(id, from int64) bool {
+	if i, ok := g.xbyID[id]; ok {
+		return !g.x[i].dead
+	}
+	f, ok := g.dense(from)
+	if !ok {
+		return false
+	}
+	for _, h := range g.out.of(f) {
+		if h.eid == id {
+			return !h.dead
+		}
+	}
+	return false
+}
+
+// add adds a live edge to the overlay (the caller checked it is not held).
+func (g *adjacency) add(id int64, from, to int32, typ uint16) {
+	i := int32(len(g.x))
+	g.x = append(g.x, xedge{id: id, from: from, to: to, typ: typ})
+	g.xout[from] = append(g.xout[from], i)
+	g.xin[to] = append(g.xin[to], i)
+	g.xbyID[id] = i
+	g.live++
+}
+
+// remove marks an edge between node numbers from and to dead, if held live.
+func (g *adjacency) remove(id, from, to int64) {
+	if i, ok := g.xbyID[id]; ok {
+		g.removeX(i)
+		return
+	}
+	f, ok1 := g.dense(from)
+	t, ok2 := g.dense(to)
+	if !ok1 || !ok2 {
+		return
+	}
+	found := false
+	for k, h := range g.out.of(f) {
+		if h.eid == id && !h.dead {
+			g.out.hops[int(g.out.off[f])+k].dead = true
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	for k, h := range g.in.of(t) {
+		if h.eid == id && !h.dead {
+			g.in.hops[int(g.in.off[t])+k].dead = true
+			break
+		}
+	}
+	g.live--
+	g.deadCount++
+}
+
+func (g *adjacency) removeX(i int32) {
+	if g.x[i].dead {
+		return
+	}
+	g.x[i].dead = true
+	g.live--
+	g.deadCount++
+}
+
+// removeAll marks dead every edge of ids held live, wherever it is: for edges whose rows
+// are gone (a deleted collection's), whose ends are not known any more.
+func (g *adjacency) removeAll(ids map[int64]bool) {
+	var lo, hi int64 = 1<<63 - 1, -1 << 63
+	for id := range ids {
+		if i, ok := g.xbyID[id]; ok {
+			g.removeX(i)
+			delete(ids, id)
+			continue
+		}
+		lo, hi = min(lo, id), max(hi, id)
+	}
+	if len(ids) == 0 {
+		return
+	}
+	for _, c := range []*csr{&g.out, &g.in} {
+		for k := range c.hops {
+			h := &c.hops[k]
+			if h.eid >= lo && h.eid <= hi && !h.dead && ids[h.eid] {
+				h.dead = true
+				if c == &g.out {
+					g.live--
+					g.deadCount++
+				}
+			}
+		}
+	}
+}
+
+// hopsOf returns u's hops going dir (Out or In), in index order, the dead ones included
+// (callers skip them). Without overlay edges at u it is the list itself; with them, a
+// merged copy in buf (merged is then true: the caller may keep the buffer).
+func (g *adjacency) hopsOf(u int32, dir Direction, buf []mhop) (hops []mhop, merged bool) {
+	c, xs := &g.out, g.xout
+	if dir == In {
+		c, xs = &g.in, g.xin
+	}
+	list := c.of(u)
+	if len(g.x) == 0 {
+		return list, false
+	}
+	extra := xs[u]
+	if len(extra) == 0 {
+		return list, false
+	}
+	buf = append(buf[:0], list...)
+	for _, i := range extra {
+		e := g.x[i]
+		nbr := e.to
+		if dir == In {
+			nbr = e.from
+		}
+		buf = append(buf, mhop{eid: e.id, nbr: nbr, typ: e.typ, dead: e.dead})
+	}
+	slices.SortFunc(buf, g.hopOrder)
+	return buf, true
+}
+
+// hopOrder is the order of the SQL adjacency indexes: type id, other node, edge id.
+func (g *adjacency) hopOrder(a, b mhop) int {
+	if a.typ != b.typ {
+		return cmp.Compare(g.types[a.typ], g.types[b.typ])
+	}
+	if a.nbr != b.nbr {
+		return cmp.Compare(g.num[a.nbr], g.num[b.nbr])
+	}
+	return cmp.Compare(a.eid, b.eid)
+}
+
+// sortNodes sorts dense indexes by node number.
+func (g *adjacency) sortNodes(ds []int32) {
+	if g.monotone {
+		slices.Sort(ds)
+		return
+	}
+	slices.SortFunc(ds, func(a, b int32) int { return cmp.Compare(g.num[a], g.num[b]) })
+}
+
+// bytes estimates the memory the adjacency holds.
+func (g *adjacency) bytes() int64 {
+	n := int64(cap(g.num))*8 + int64(cap(g.coll))*2 + int64(cap(g.docEnd))*4 + int64(cap(g.docs)) + int64(cap(g.lut))*4
+	n += int64(cap(g.out.off)+cap(g.in.off))*4 + int64(cap(g.out.hops)+cap(g.in.hops))*16
+	n += int64(cap(g.x))*24 + int64(len(g.xbyID)+len(g.added))*24 + int64(len(g.x))*2*12
+	return n
+}
+
+// edgeList is a set of edges over dense node indexes, as read at load.
+type edgeList struct {
+	from, to []int32
+	typ      []uint16
+	id       []int64
+}
+
+// buildLists builds both directions' lists over n nodes; e may be reused after.
+func (g *adjacency) buildLists(n int, e *edgeList) {
+	g.out = buildCSR(n, e.from, e.to, e.typ, e.id, g.hopOrder)
+	g.in = buildCSR(n, e.to, e.from, e.typ, e.id, g.hopOrder)
+	g.live = int64(len(e.id))
+}
+
+func buildCSR(n int, key, other []int32, typ []uint16, id []int64, order func(a, b mhop) int) csr {
+	off := make([]uint32, n+1)
+	for _, k := range key {
+		off[k+1]++
+	}
+	for i := 1; i <= n; i++ {
+		off[i] += off[i-1]
+	}
+	pos := make([]uint32, n)
+	copy(pos, off[:n])
+	hops := make([]mhop, len(key))
+	for i, k := range key {
+		hops[pos[k]] = mhop{eid: id[i], nbr: other[i], typ: typ[i]}
+		pos[k]++
+	}
+	for u := range n {
+		if seg := hops[off[u]:off[u+1]]; len(seg) > 1 {
+			slices.SortFunc(seg, order)
+		}
+	}
+	return csr{off: off, hops: hops}
+}
+
+// newAdjacency returns an empty adjacency.
+func newAdjacency() *adjacency {
+	return &adjacency{monotone: true, collIx: map[string]uint16{}, typeIx: map[int32]uint16{}, added: map[int64]int32{},
+		xout: map[int32][]int32{}, xin: map[int32][]int32{}, xbyID: map[int64]int32{}}
+}
+
+// finishNodes fixes the nodes read at load (sorted by number) as the lists' nodes, with a
+// lookup table when their numbers are close together.
+func (g *adjacency) finishNodes() {
+	g.base = len(g.num)
+	if g.base == 0 {
+		return
+	}
+	lo, hi := g.num[0], g.num[g.base-1]
+	if span := hi - lo + 1; span <= 4*int64(g.base)+1024 {
+		g.lutMin = lo
+		g.lut = make([]int32, span)
+		for d, n := range g.num {
+			g.lut[n-lo] = int32(d) + 1
+		}
+	}
+}
