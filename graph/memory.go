@@ -59,8 +59,9 @@ type TenantIndexStats struct {
 // memory is the registry of a Store's indexes.
 type memory struct {
 	s      *Store
-	budget int64         // edges held at most, across tenants; ≤ 0: disabled
-	wait   time.Duration // how long a traversal waits for a load before using SQL
+	budget     int64         // edges held at most, across tenants; ≤ 0: disabled
+	wait       time.Duration // how long a traversal waits for a load before using SQL
+	maxCatchUp int           // the most changed edges a catch-up applies; past it, the index reloads
 
 	mu      sync.Mutex
 	indexes map[string]*tenantIndex
@@ -74,7 +75,7 @@ type memory struct {
 const retryAfter = 5 * time.Minute
 
 func newMemory(s *Store, budget int64) *memory {
-	return &memory{s: s, budget: budget, wait: 100 * time.Millisecond,
+	return &memory{s: s, budget: budget, wait: 100 * time.Millisecond, maxCatchUp: 100_000,
 		indexes: map[string]*tenantIndex{}, loading: map[string]chan struct{}{}, refused: map[string]time.Time{}}
 }
 
@@ -348,9 +349,6 @@ func int8Of(fd pgconn.FieldDescription, b []byte) (int64, error) {
 	return strconv.ParseInt(string(b), 10, 64)
 }
 
-// maxCatchUp is the most changed edges one catch-up applies; past it, the index reloads.
-const maxCatchUp = 100_000
-
 // catchUpSQL reads, in one snapshot: the feed's newest position and pruning watermark,
 // whether the tenant still exists, and the current row of every edge the tenant's feed
 // changed after position $2 or has committed without a position yet (up to $3 of them),
@@ -394,7 +392,7 @@ func (idx *tenantIndex) catchUp(ctx context.Context, m *memory, started time.Tim
 		return nil
 	}
 	syncStarted := time.Now()
-	rows, err := m.s.pool.Query(ctx, catchUpSQL, idx.tenant, idx.watermark, maxCatchUp+1)
+	rows, err := m.s.pool.Query(ctx, catchUpSQL, idx.tenant, idx.watermark, m.maxCatchUp+1)
 	if err != nil {
 		return err
 	}
@@ -418,7 +416,7 @@ func (idx *tenantIndex) catchUp(ctx context.Context, m *memory, started time.Tim
 	case !exists:
 		m.drop(idx)
 		return errors.New("the tenant is gone")
-	case pruned > idx.watermark || len(changed) > maxCatchUp:
+	case pruned > idx.watermark || len(changed) > m.maxCatchUp:
 		// Changes may have been pruned from the feed unseen, or are too many to apply
 		// one by one: load afresh (traversals use SQL meanwhile).
 		idx.stale = true
