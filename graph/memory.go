@@ -58,7 +58,7 @@ type TenantIndexStats struct {
 
 // memory is the registry of a Store's indexes.
 type memory struct {
-	s      *Store
+	s          *Store
 	budget     int64         // edges held at most, across tenants; ≤ 0: disabled
 	wait       time.Duration // how long a traversal waits for a load before using SQL
 	maxCatchUp int           // the most changed edges a catch-up applies; past it, the index reloads
