@@ -362,7 +362,7 @@ const catchUpSQL = `WITH c AS (
 		SELECT DISTINCT k.id::bigint AS id FROM c, unnest(coalesce(c.keys, ARRAY[c.key])) AS k(id) LIMIT $3
 	)
 	SELECT s.last, s.pruned_through, EXISTS (SELECT 1 FROM tenants t WHERE t.id = $1),
-		i.id, e.type_id, e.from_node, e.to_node, e.deleted_at IS NULL, fn.collection_id::text, fn.doc_id, tn.collection_id::text, tn.doc_id
+		i.id, e.type_id, e.from_node, e.to_node, CASE WHEN e.id IS NOT NULL THEN e.deleted_at IS NULL END, fn.collection_id::text, fn.doc_id, tn.collection_id::text, tn.doc_id
 	FROM change_sequence s LEFT JOIN (ids i
 		LEFT JOIN graph_edges e ON e.id = i.id AND e.tenant_id = $1
 		LEFT JOIN graph_nodes fn ON fn.node = e.from_node AND e.deleted_at IS NULL
