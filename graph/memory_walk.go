@@ -3,6 +3,7 @@ package graph
 import (
 	"cmp"
 	"context"
+	"math/bits"
 	"slices"
 
 	"github.com/stratadb/strata/problem"
@@ -16,39 +17,47 @@ import (
 // visitSet is what a traversal knows of the nodes it reached, by dense index: reset in
 // O(1) by a generation stamp, so a traversal costs what it reaches, not the graph's size.
 type visitSet struct {
-	gen    uint32
-	stamp  []uint32
-	depth  []int32
-	parent []int32
-	edge   []int64
-	typ    []uint16
-	denied []bool
-	count  int
+	gen   uint32
+	v     []visitRec
+	count int
+	bits  []uint64 // scratch for sorting, all zero between uses
+}
+
+// visitRec is what a traversal knows of one node: 24 bytes, one cache line's share, so
+// reaching a node costs one memory access.
+type visitRec struct {
+	stamp  uint32 // the node is reached when stamp is the set's generation
+	depth  int32
+	parent int32
+	typ    uint16
+	denied bool
+	edge   int64
 }
 
 func (vs *visitSet) reset(n int) {
-	if len(vs.stamp) < n {
+	if len(vs.v) < n {
 		n += n / 8 // room for the nodes catch-ups add
-		*vs = visitSet{stamp: make([]uint32, n), depth: make([]int32, n), parent: make([]int32, n), edge: make([]int64, n),
-			typ: make([]uint16, n), denied: make([]bool, n)}
+		*vs = visitSet{v: make([]visitRec, n), bits: make([]uint64, (n+63)/64)}
 	}
 	vs.gen++
 	if vs.gen == 0 {
-		clear(vs.stamp)
+		for i := range vs.v {
+			vs.v[i].stamp = 0
+		}
 		vs.gen = 1
 	}
 	vs.count = 0
 }
 
-func (vs *visitSet) seen(u int32) bool { return vs.stamp[u] == vs.gen }
+func (vs *visitSet) seen(u int32) bool { return vs.v[u].stamp == vs.gen }
 
 func (vs *visitSet) mark(u int32, depth int, parent int32, edge int64, typ uint16) {
-	vs.stamp[u], vs.depth[u], vs.parent[u], vs.edge[u], vs.typ[u], vs.denied[u] = vs.gen, int32(depth), parent, edge, typ, false
+	vs.v[u] = visitRec{stamp: vs.gen, depth: int32(depth), parent: parent, edge: edge, typ: typ}
 	vs.count++
 }
 
 func (vs *visitSet) unmark(u int32) {
-	vs.stamp[u] = 0
+	vs.v[u].stamp = 0
 	vs.count--
 }
 
@@ -128,6 +137,28 @@ func (s *Store) memWalkOf(ctx context.Context, v *view) (w *memWalk, release fun
 		w.names[i] = names[id]
 	}
 	return w, release, nil
+}
+
+// sortNodes sorts dense indexes by node number. A large set of nodes numbered in order is
+// sorted by marking them in a bitmap and reading it back: linear, where sorting is not.
+func (w *memWalk) sortNodes(vs *visitSet, ds []int32) {
+	if !w.g.monotone || len(ds) < 64 || len(ds) < len(vs.bits)/16 {
+		w.g.sortNodes(ds)
+		return
+	}
+	lo, hi := ds[0], ds[0]
+	for _, d := range ds {
+		vs.bits[d>>6] |= 1 << (d & 63)
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	k := 0
+	for i := lo >> 6; i <= hi>>6; i++ {
+		for word := vs.bits[i]; word != 0; word &= word - 1 {
+			ds[k] = i<<6 | int32(bits.TrailingZeros64(word))
+			k++
+		}
+		vs.bits[i] = 0
+	}
 }
 
 func (w *memWalk) admits(u int32) bool { return w.colls == nil || w.colls[w.g.coll[u]] }
@@ -212,7 +243,7 @@ func (w *memWalk) bfs(ctx context.Context, start int32, dir Direction, maxDepth,
 			if w.admits(h.nbr) {
 				cand = append(cand, h.nbr)
 			} else {
-				vs.denied[h.nbr] = true
+				vs.v[h.nbr].denied = true
 			}
 			return true
 		})
@@ -222,7 +253,7 @@ func (w *memWalk) bfs(ctx context.Context, start int32, dir Direction, maxDepth,
 		if read == rowCap && len(cand) >= remaining {
 			capped = true
 		}
-		w.g.sortNodes(cand)
+		w.sortNodes(vs, cand)
 		for _, n := range cand {
 			if len(r.order) == limit {
 				vs.unmark(n)
@@ -248,12 +279,12 @@ func (w *memWalk) bfs(ctx context.Context, start int32, dir Direction, maxDepth,
 func (w *memWalk) pathOf(vs *visitSet, u int32) (nodes []int64, edges []int64, types []int32) {
 	for {
 		nodes = append(nodes, w.g.num[u])
-		if vs.parent[u] < 0 {
+		if vs.v[u].parent < 0 {
 			break
 		}
-		edges = append(edges, vs.edge[u])
-		types = append(types, w.g.types[vs.typ[u]])
-		u = vs.parent[u]
+		edges = append(edges, vs.v[u].edge)
+		types = append(types, w.g.types[vs.v[u].typ])
+		u = vs.v[u].parent
 	}
 	slices.Reverse(nodes)
 	slices.Reverse(edges)
@@ -265,10 +296,10 @@ func (w *memWalk) pathOf(vs *visitSet, u int32) (nodes []int64, edges []int64, t
 func (w *memWalk) pathDense(vs *visitSet, u int32) (nodes []int32) {
 	for {
 		nodes = append(nodes, u)
-		if vs.parent[u] < 0 {
+		if vs.v[u].parent < 0 {
 			break
 		}
-		u = vs.parent[u]
+		u = vs.v[u].parent
 	}
 	slices.Reverse(nodes)
 	return nodes
@@ -281,7 +312,7 @@ func (w *memWalk) path(v *view, vs *visitSet, u int32) *Path {
 	for i, n := range nodes {
 		p.Nodes[i] = w.ref(n)
 		if i > 0 {
-			p.Edges[i-1] = EdgeRef{ID: vs.edge[n], Type: v.types.name(w.g.types[vs.typ[n]])}
+			p.Edges[i-1] = EdgeRef{ID: vs.v[n].edge, Type: v.types.name(w.g.types[vs.v[n].typ])}
 		}
 	}
 	return p
@@ -344,12 +375,12 @@ func (w *memWalk) shortest(ctx context.Context, a, b int32, dir Direction, maxDe
 			}
 			seen.mark(x, depth, u, h.eid, h.typ)
 			switch {
-			case other.seen(x) && !other.denied[x]:
+			case other.seen(x) && !other.v[x].denied:
 				meet = append(meet, x)
 			case w.admits(x):
 				next = append(next, x)
 			default:
-				seen.denied[x] = true
+				seen.v[x].denied = true
 			}
 			return true
 		})
@@ -359,7 +390,7 @@ func (w *memWalk) shortest(ctx context.Context, a, b int32, dir Direction, maxDe
 		if len(meet) > 0 {
 			best := meet[0]
 			for _, m := range meet[1:] {
-				if other.depth[m] < other.depth[best] || (other.depth[m] == other.depth[best] && w.g.num[m] < w.g.num[best]) {
+				if other.v[m].depth < other.v[best].depth || (other.v[m].depth == other.v[best].depth && w.g.num[m] < w.g.num[best]) {
 					best = m
 				}
 			}
@@ -371,7 +402,7 @@ func (w *memWalk) shortest(ctx context.Context, a, b int32, dir Direction, maxDe
 			return &walk{nodes: append(fpath, bpath[1:]...), edges: append(fedges, bedges...), types: append(ftypes, btypes...),
 				weight: float64(len(fedges) + len(bedges))}, nil
 		}
-		w.g.sortNodes(next)
+		w.sortNodes(seen, next)
 		if forward {
 			ff, df = next, depth
 		} else {
@@ -410,14 +441,14 @@ func (w *memWalk) allPaths(ctx context.Context, a, b int32, dir Direction, maxDe
 			if w.admits(x) {
 				next = append(next, x)
 			} else {
-				dist.denied[x] = true
+				dist.v[x].denied = true
 			}
 			return true
 		})
 		if err != nil {
 			return nil, false, err
 		}
-		g.sortNodes(next)
+		w.sortNodes(dist, next)
 		if dist.count > maxNodes {
 			return nil, false, problem.Unprocessable("traversal_too_large", "the search reached more than %d nodes; lower the depth or narrow it", maxNodes)
 		}
@@ -440,7 +471,7 @@ func (w *memWalk) allPaths(ctx context.Context, a, b int32, dir Direction, maxDe
 		}
 		st := []step{}
 		err := w.each(ctx, []int32{u}, dir, func(_ int32, h *mhop) bool {
-			if x := h.nbr; x != a && dist.seen(x) && !dist.denied[x] {
+			if x := h.nbr; x != a && dist.seen(x) && !dist.v[x].denied {
 				st = append(st, step{to: x, edge: h.eid, typ: h.typ})
 			}
 			return true
@@ -467,7 +498,7 @@ func (w *memWalk) allPaths(ctx context.Context, a, b int32, dir Direction, maxDe
 			return err
 		}
 		for _, h := range steps {
-			if onPath[h.to] || len(path.edges)+1+int(dist.depth[h.to]) > length {
+			if onPath[h.to] || len(path.edges)+1+int(dist.v[h.to].depth) > length {
 				continue
 			}
 			path.nodes = append(path.nodes, g.num[h.to])
@@ -494,7 +525,7 @@ func (w *memWalk) allPaths(ctx context.Context, a, b int32, dir Direction, maxDe
 		}
 		return nil
 	}
-	for length := max(1, int(dist.depth[a])); length <= maxDepth && len(out) <= limit; length++ {
+	for length := max(1, int(dist.v[a].depth)); length <= maxDepth && len(out) <= limit; length++ {
 		if err := dfs(a, length); err != nil {
 			return nil, false, err
 		}

@@ -389,7 +389,7 @@ func (s *Store) reachMemory(ctx context.Context, v *view, mw *memWalk, start int
 	res.Truncated = r.truncated
 	res.Nodes = make([]Node, len(r.order))
 	for i, n := range r.order {
-		res.Nodes[i] = Node{NodeRef: mw.ref(n), Depth: int(r.vs.depth[n])}
+		res.Nodes[i] = Node{NodeRef: mw.ref(n), Depth: int(r.vs.v[n].depth)}
 		if o.Paths {
 			res.Nodes[i].Path = mw.path(v, r.vs, n)
 		}
