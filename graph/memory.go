@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -239,18 +240,8 @@ func (m *memory) stats() IndexStats {
 			Dead: g.deadCount, Bytes: g.bytes(), LoadTime: idx.loadTime})
 		idx.mu.RUnlock()
 	}
-	slices.SortFunc(st.Tenants, func(a, b TenantIndexStats) int { return compareStrings(a.Tenant, b.Tenant) })
+	slices.SortFunc(st.Tenants, func(a, b TenantIndexStats) int { return cmp.Compare(a.Tenant, b.Tenant) })
 	return st
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // IndexStats reports this process's in-memory adjacency indexes: what is loaded, its
@@ -279,6 +270,7 @@ func (s *Store) loadAdjacency(ctx context.Context, tenant string, maxEdges int64
 	if err != nil {
 		return nil, 0, err
 	}
+	defer rows.Close()
 	for rows.Next() {
 		raw := rows.RawValues()
 		n, err := int8Of(rows.FieldDescriptions()[0], raw[0])
@@ -287,18 +279,18 @@ func (s *Store) loadAdjacency(ctx context.Context, tenant string, maxEdges int64
 			return nil, 0, err
 		}
 		g.num = append(g.num, n)
-		g.coll = append(g.coll, g.collIndex(string(raw[1])))
-		g.docs = append(g.docs, raw[2]...)
-		g.docEnd = append(g.docEnd, uint32(len(g.docs)))
+		g.addNodeRec(g.collIndex(string(raw[1])), raw[2])
 	}
 	if err := rows.Err(); err != nil {
 		return nil, 0, err
 	}
 	g.finishNodes()
-	rows, err = tx.Query(ctx, `SELECT id, type_id, from_node, to_node FROM graph_edges WHERE tenant_id = $1 AND deleted_at IS NULL`, tenant)
+	edges, err := tx.Query(ctx, `SELECT id, type_id, from_node, to_node FROM graph_edges WHERE tenant_id = $1 AND deleted_at IS NULL`, tenant)
 	if err != nil {
 		return nil, 0, err
 	}
+	defer edges.Close()
+	rows = edges
 	var e edgeList
 	for rows.Next() {
 		if int64(len(e.id)) >= maxEdges {
@@ -396,6 +388,7 @@ func (idx *tenantIndex) catchUp(ctx context.Context, m *memory, started time.Tim
 	if err != nil {
 		return err
 	}
+	defer rows.Close()
 	var last, pruned int64
 	var exists bool
 	var changed []changedEdge

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"cmp"
+	"encoding/binary"
 	"slices"
 )
 
@@ -40,11 +41,10 @@ type xedge struct {
 // at load, and an overlay of the edges added since. Nodes are named without a query: each
 // dense index has its node number, collection and document id.
 type adjacency struct {
-	num    []int64  // dense → node number
-	coll   []uint16 // dense → index into colls
-	docEnd []uint32 // dense → end of its document id in docs (the start is the previous end)
-	docs   []byte
-	base   int // nodes in the lists; nodes added later have dense indexes ≥ base
+	num   []int64   // dense → node number
+	nodes []nodeRec // dense → collection and document id
+	docs  []byte    // document ids too long to be held in their nodeRec
+	base  int       // nodes in the lists; nodes added later have dense indexes ≥ base
 
 	// Node number → dense index: lut[n-lutMin]-1 when the tenant's node numbers are close
 	// together, else a binary search of num[:base]; added holds the nodes added since.
@@ -70,6 +70,36 @@ type adjacency struct {
 	deadCount int   // edges of the lists marked dead, and dead overlay edges
 }
 
+// nodeRec names a node in 16 bytes: its collection's index and its document id, held in
+// place when it is short (most are), else in adjacency.docs. One memory access names a
+// node: results are named as fast as they are found.
+type nodeRec struct {
+	coll uint16
+	len  uint16
+	id   [12]byte // the id when len ≤ 12; else its offset in docs (4 bytes, little-endian)
+}
+
+func (g *adjacency) addNodeRec(coll uint16, id []byte) {
+	r := nodeRec{coll: coll, len: uint16(min(len(id), 1<<16-1))}
+	if len(id) <= len(r.id) {
+		copy(r.id[:], id)
+	} else {
+		binary.LittleEndian.PutUint32(r.id[:], uint32(len(g.docs)))
+		g.docs = append(g.docs, id[:r.len]...)
+	}
+	g.nodes = append(g.nodes, r)
+}
+
+// appendDocID appends the document id of a node to b.
+func (g *adjacency) appendDocID(b []byte, d int32) []byte {
+	r := &g.nodes[d]
+	if int(r.len) <= len(r.id) {
+		return append(b, r.id[:r.len]...)
+	}
+	off := binary.LittleEndian.Uint32(r.id[:])
+	return append(b, g.docs[off:off+uint32(r.len)]...)
+}
+
 // dense returns the dense index of a node number.
 func (g *adjacency) dense(n int64) (int32, bool) {
 	if g.lut != nil {
@@ -85,11 +115,12 @@ func (g *adjacency) dense(n int64) (int32, bool) {
 
 // docID returns the document id of a node.
 func (g *adjacency) docID(d int32) string {
-	start := uint32(0)
-	if d > 0 {
-		start = g.docEnd[d-1]
+	r := &g.nodes[d]
+	if int(r.len) <= len(r.id) {
+		return string(r.id[:r.len])
 	}
-	return string(g.docs[start:g.docEnd[d]])
+	off := binary.LittleEndian.Uint32(r.id[:])
+	return string(g.docs[off : off+uint32(r.len)])
 }
 
 func (g *adjacency) collIndex(id string) uint16 {
@@ -127,9 +158,7 @@ func (g *adjacency) node(n int64, collID, docID string) int32 {
 		g.monotone = false
 	}
 	g.num = append(g.num, n)
-	g.coll = append(g.coll, g.collIndex(collID))
-	g.docs = append(g.docs, docID...)
-	g.docEnd = append(g.docEnd, uint32(len(g.docs)))
+	g.addNodeRec(g.collIndex(collID), []byte(docID))
 	g.added[n] = d
 	return d
 }
@@ -282,7 +311,7 @@ func (g *adjacency) sortNodes(ds []int32) {
 
 // bytes estimates the memory the adjacency holds.
 func (g *adjacency) bytes() int64 {
-	n := int64(cap(g.num))*8 + int64(cap(g.coll))*2 + int64(cap(g.docEnd))*4 + int64(cap(g.docs)) + int64(cap(g.lut))*4
+	n := int64(cap(g.num))*8 + int64(cap(g.nodes))*16 + int64(cap(g.docs)) + int64(cap(g.lut))*4
 	n += int64(cap(g.out.off)+cap(g.in.off))*4 + int64(cap(g.out.hops)+cap(g.in.hops))*16
 	n += int64(cap(g.x))*24 + int64(len(g.xbyID)+len(g.added))*24 + int64(len(g.x))*2*12
 	return n

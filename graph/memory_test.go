@@ -67,7 +67,7 @@ func TestMemoryMatchesSQL(t *testing.T) {
 	t.Parallel()
 	m := memSetup(t, graph.Config{})
 	ctx := m.ctx
-	m.nodes(t, "n", 60)
+	m.nodes(t, "n", 200)
 	m.nodes(t, "m", 20)
 	rng := rand.New(rand.NewPCG(7, 8))
 	var lines strings.Builder
@@ -75,14 +75,15 @@ func TestMemoryMatchesSQL(t *testing.T) {
 		if rng.IntN(4) == 0 {
 			return fmt.Sprintf("m/%d", rng.IntN(20))
 		}
-		return fmt.Sprintf("n/%d", rng.IntN(60))
+		return fmt.Sprintf("n/%d", rng.IntN(200))
 	}
-	for range 300 {
+	for range 700 {
 		fmt.Fprintf(&lines, `{"type": %q, "from": %q, "to": %q}`+"\n", []string{"a", "b"}[rng.IntN(2)], end(), end())
 	}
-	// A hub whose out edges pass the SQL walker's first row cap (1024) under a small limit.
+	// A hub whose out edges pass the SQL walker's first row cap (1024) under a small limit,
+	// and whose level is large enough to be sorted through a bitmap.
 	for range 1500 {
-		fmt.Fprintf(&lines, `{"type": "a", "from": "n/0", "to": "n/%d"}`+"\n", 1+rng.IntN(59))
+		fmt.Fprintf(&lines, `{"type": "a", "from": "n/0", "to": "n/%d"}`+"\n", 1+rng.IntN(199))
 	}
 	if rep, err := m.g.EdgeImport(ctx, m.Tenant, strings.NewReader(lines.String()), graph.ImportOptions{}); err != nil || rep.Failed > 0 {
 		t.Fatalf("import: %+v %v", rep, err)
@@ -94,7 +95,7 @@ func TestMemoryMatchesSQL(t *testing.T) {
 		if rng.IntN(5) == 0 {
 			return ref("m", rng.IntN(20))
 		}
-		return ref("n", rng.IntN(60))
+		return ref("n", rng.IntN(200))
 	}
 	for q := range 60 {
 		o := graph.Options{Direction: dirs[rng.IntN(3)], Types: typeSets[rng.IntN(3)], Collections: collSets[rng.IntN(3)],

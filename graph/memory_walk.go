@@ -14,19 +14,18 @@ import (
 // same sorting of each level by node number — with hops met in the order of the SQL
 // adjacency indexes, so both answer alike; the property tests run every query on both.
 
-// visitSet is what a traversal knows of the nodes it reached, by dense index: reset in
-// O(1) by a generation stamp, so a traversal costs what it reaches, not the graph's size.
+// visitSet is what a traversal knows of the nodes it reached, by dense index: a bitmap of
+// the nodes reached (an eighth of a megabyte per million nodes, so checking a hop stays in
+// the processor's cache) and a record per node, written once when it is reached.
 type visitSet struct {
-	gen   uint32
-	v     []visitRec
-	count int
-	bits  []uint64 // scratch for sorting, all zero between uses
+	seenBits []uint64
+	v        []visitRec
+	count    int
+	bits     []uint64 // scratch for sorting, all zero between uses
 }
 
-// visitRec is what a traversal knows of one node: 24 bytes, one cache line's share, so
-// reaching a node costs one memory access.
+// visitRec is what a traversal knows of one node it reached.
 type visitRec struct {
-	stamp  uint32 // the node is reached when stamp is the set's generation
 	depth  int32
 	parent int32
 	typ    uint16
@@ -37,27 +36,23 @@ type visitRec struct {
 func (vs *visitSet) reset(n int) {
 	if len(vs.v) < n {
 		n += n / 8 // room for the nodes catch-ups add
-		*vs = visitSet{v: make([]visitRec, n), bits: make([]uint64, (n+63)/64)}
-	}
-	vs.gen++
-	if vs.gen == 0 {
-		for i := range vs.v {
-			vs.v[i].stamp = 0
-		}
-		vs.gen = 1
+		*vs = visitSet{seenBits: make([]uint64, (n+63)/64), v: make([]visitRec, n), bits: make([]uint64, (n+63)/64)}
+	} else {
+		clear(vs.seenBits)
 	}
 	vs.count = 0
 }
 
-func (vs *visitSet) seen(u int32) bool { return vs.v[u].stamp == vs.gen }
+func (vs *visitSet) seen(u int32) bool { return vs.seenBits[u>>6]&(1<<(u&63)) != 0 }
 
 func (vs *visitSet) mark(u int32, depth int, parent int32, edge int64, typ uint16) {
-	vs.v[u] = visitRec{stamp: vs.gen, depth: int32(depth), parent: parent, edge: edge, typ: typ}
+	vs.seenBits[u>>6] |= 1 << (u & 63)
+	vs.v[u] = visitRec{depth: int32(depth), parent: parent, edge: edge, typ: typ}
 	vs.count++
 }
 
 func (vs *visitSet) unmark(u int32) {
-	vs.v[u].stamp = 0
+	vs.seenBits[u>>6] &^= 1 << (u & 63)
 	vs.count--
 }
 
@@ -161,11 +156,42 @@ func (w *memWalk) sortNodes(vs *visitSet, ds []int32) {
 	}
 }
 
-func (w *memWalk) admits(u int32) bool { return w.colls == nil || w.colls[w.g.coll[u]] }
+// memWalkWhile runs lookup (the start nodes') while memWalkOf catches the index up, so
+// their round trips overlap, and returns the walk (nil: use SQL) once both are done. With
+// use false it only runs lookup. On an error nothing stays locked.
+func (s *Store) memWalkWhile(ctx context.Context, v *view, use bool, lookup func() error) (*memWalk, func(), error) {
+	if !use || s.mem.budget <= 0 || !v.o.AsOf.IsZero() || v.nodeExpr != nil || v.edgeExpr != nil {
+		return nil, nil, lookup()
+	}
+	type walked struct {
+		w       *memWalk
+		release func()
+		err     error
+	}
+	done := make(chan walked, 1)
+	go func() {
+		w, release, err := s.memWalkOf(ctx, v)
+		done <- walked{w, release, err}
+	}()
+	err := lookup()
+	m := <-done
+	if err == nil {
+		err = m.err
+	}
+	if err != nil {
+		if m.release != nil {
+			m.release()
+		}
+		return nil, nil, err
+	}
+	return m.w, m.release, nil
+}
+
+func (w *memWalk) admits(u int32) bool { return w.colls == nil || w.colls[w.g.nodes[u].coll] }
 
 // ref names a node.
 func (w *memWalk) ref(u int32) NodeRef {
-	return NodeRef{Collection: w.names[w.g.coll[u]], ID: w.g.docID(u)}
+	return NodeRef{Collection: w.names[w.g.nodes[u].coll], ID: w.g.docID(u)}
 }
 
 // each calls fn with every live hop out of frontier going dir along the types followed,
@@ -207,9 +233,11 @@ func (w *memWalk) each(ctx context.Context, frontier []int32, dir Direction, fn 
 	return nil
 }
 
-// memBFS is a breadth-first traversal in memory: the nodes entered, in order.
+// memBFS is a breadth-first traversal in memory: the nodes entered, in order, and where
+// each level ends in that order (the nodes at depth d are order[ends[d-2]:ends[d-1]]).
 type memBFS struct {
 	order     []int32
+	ends      []int
 	vs        *visitSet
 	truncated bool
 }
@@ -262,6 +290,7 @@ func (w *memWalk) bfs(ctx context.Context, start int32, dir Direction, maxDepth,
 			}
 			r.order = append(r.order, n)
 		}
+		r.ends = append(r.ends, len(r.order))
 		if capped {
 			r.truncated = true
 		}
@@ -345,6 +374,27 @@ func (s *Store) memRefs(ctx context.Context, tenant string, w *memWalk, walks ..
 		}
 	}
 	return out, nil
+}
+
+// refsOf names nodes, their ids cut from one string (one allocation, not one per node).
+func (w *memWalk) refsOf(nodes []int32) []NodeRef {
+	size := 0
+	for _, n := range nodes {
+		size += int(w.g.nodes[n].len)
+	}
+	buf := make([]byte, 0, size)
+	for _, n := range nodes {
+		buf = w.g.appendDocID(buf, n)
+	}
+	all := string(buf)
+	out := make([]NodeRef, len(nodes))
+	at := 0
+	for i, n := range nodes {
+		r := &w.g.nodes[n]
+		out[i] = NodeRef{Collection: w.names[r.coll], ID: all[at : at+int(r.len)]}
+		at += int(r.len)
+	}
+	return out
 }
 
 // shortest is walker.shortest in memory: bidirectional breadth-first search, the smaller

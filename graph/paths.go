@@ -54,29 +54,25 @@ func (s *Store) ShortestPath(ctx context.Context, tenant string, from, to NodeRe
 		w := filter.PathSQL("e.props", p)
 		v.w.weight = "CASE WHEN jsonb_typeof(" + w + ") = 'number' THEN (" + w + ")::float8 ELSE 1 END"
 	}
-	a, err := s.start(ctx, tenant, from, "query.from", o.AsOf)
+	var a, b int64
+	mw, release, err := s.memWalkWhile(ctx, v, weight == "", func() (err error) {
+		if a, err = s.start(ctx, tenant, from, "query.from", o.AsOf); err != nil {
+			return err
+		}
+		b, err = s.start(ctx, tenant, to, "query.to", o.AsOf)
+		return err
+	})
 	if err != nil {
 		return PathResult{}, err
 	}
-	b, err := s.start(ctx, tenant, to, "query.to", o.AsOf)
-	if err != nil {
-		return PathResult{}, err
+	if mw != nil {
+		defer release()
 	}
 	if a == 0 || b == 0 {
 		if from == to {
 			return PathResult{Found: true, Path: &Path{Nodes: []NodeRef{from}, Edges: []EdgeRef{}}}, nil
 		}
 		return PathResult{}, nil
-	}
-	var mw *memWalk
-	if weight == "" {
-		var release func()
-		if mw, release, err = s.memWalkOf(ctx, v); err != nil {
-			return PathResult{}, err
-		}
-		if mw != nil {
-			defer release()
-		}
 	}
 	var found *walk
 	partial, err := s.traverse(ctx, o, func(ctx context.Context) error {
@@ -292,24 +288,23 @@ func (s *Store) AllPaths(ctx context.Context, tenant string, from, to NodeRef, o
 	if err != nil {
 		return PathsResult{}, err
 	}
-	a, err := s.start(ctx, tenant, from, "query.from", o.AsOf)
-	if err != nil {
-		return PathsResult{}, err
-	}
-	b, err := s.start(ctx, tenant, to, "query.to", o.AsOf)
-	if err != nil {
-		return PathsResult{}, err
-	}
-	res := PathsResult{Paths: []Path{}}
-	if a == 0 || b == 0 {
-		return res, nil
-	}
-	mw, release, err := s.memWalkOf(ctx, v)
+	var a, b int64
+	mw, release, err := s.memWalkWhile(ctx, v, true, func() (err error) {
+		if a, err = s.start(ctx, tenant, from, "query.from", o.AsOf); err != nil {
+			return err
+		}
+		b, err = s.start(ctx, tenant, to, "query.to", o.AsOf)
+		return err
+	})
 	if err != nil {
 		return PathsResult{}, err
 	}
 	if mw != nil {
 		defer release()
+	}
+	res := PathsResult{Paths: []Path{}}
+	if a == 0 || b == 0 {
+		return res, nil
 	}
 	var walks []walk
 	res.Partial, err = s.traverse(ctx, o, func(ctx context.Context) error {

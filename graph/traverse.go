@@ -323,20 +323,22 @@ func (s *Store) reach(ctx context.Context, tenant string, from NodeRef, o Option
 	if err != nil {
 		return Result{}, err
 	}
-	start, err := s.start(ctx, tenant, from, "path.node", o.AsOf)
+	var start int64
+	mw, release, err := s.memWalkWhile(ctx, v, true, func() (err error) {
+		start, err = s.start(ctx, tenant, from, "path.node", o.AsOf)
+		return err
+	})
 	if err != nil {
 		return Result{}, err
 	}
 	res := Result{Nodes: []Node{}}
+	if mw != nil {
+		defer release()
+	}
 	if start == 0 {
 		return res, nil
 	}
-	mw, release, err := s.memWalkOf(ctx, v)
-	if err != nil {
-		return Result{}, err
-	}
 	if mw != nil {
-		defer release()
 		return s.reachMemory(ctx, v, mw, start)
 	}
 	var r *bfsResult
@@ -387,9 +389,14 @@ func (s *Store) reachMemory(ctx context.Context, v *view, mw *memWalk, start int
 		return Result{}, err
 	}
 	res.Truncated = r.truncated
+	refs := mw.refsOf(r.order)
 	res.Nodes = make([]Node, len(r.order))
+	depth := 0
 	for i, n := range r.order {
-		res.Nodes[i] = Node{NodeRef: mw.ref(n), Depth: int(r.vs.v[n].depth)}
+		for depth < len(r.ends) && i >= r.ends[depth] {
+			depth++
+		}
+		res.Nodes[i] = Node{NodeRef: refs[i], Depth: depth + 1}
 		if o.Paths {
 			res.Nodes[i].Path = mw.path(v, r.vs, n)
 		}

@@ -36,6 +36,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,6 +59,7 @@ var (
 	cteQueries = flag.Int("cte-queries", 20, "starts per recursive-CTE case (they are slow)")
 	cteTimeout = flag.Duration("cte-timeout", 20*time.Second, "statement timeout of one recursive-CTE query")
 	seed       = flag.Uint64("seed", 1, "random seed")
+	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the k-hop cases to this file")
 )
 
 func main() {
@@ -271,6 +273,16 @@ func hops(ctx context.Context, s *strata.Strata, sys context.Context, tenant str
 	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	sample := starts[:min(*cteQueries, len(starts))]
 	nodes := nodeNumbers(ctx, s, tenant, sample)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	sqlWalker := graph.New(s.Pool(), s.Auth(), s.Docs(), s.Feed(), s.Listener(),
 		graph.Config{MaxResults: 1_000_000, TimeBudget: time.Minute, MemoryEdges: -1})
 	for k := 2; k <= 5; k++ {
