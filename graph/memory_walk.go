@@ -51,6 +51,11 @@ func (vs *visitSet) mark(u int32, depth int, parent int32, edge int64, typ uint1
 	vs.count++
 }
 
+func (vs *visitSet) markSeen(u int32) {
+	vs.seenBits[u>>6] |= 1 << (u & 63)
+	vs.count++
+}
+
 func (vs *visitSet) unmark(u int32) {
 	vs.seenBits[u>>6] &^= 1 << (u & 63)
 	vs.count--
@@ -245,38 +250,64 @@ type memBFS struct {
 // bfs is walker.bfs in memory. The SQL walker reads a level's hops up to a row cap and
 // reads again with a larger one when the cap cut the level short of the nodes it still
 // needs; reading in memory is sequential, so the same prefixes are simply read on.
-func (w *memWalk) bfs(ctx context.Context, start int32, dir Direction, maxDepth, limit int) (*memBFS, error) {
+func (w *memWalk) bfs(ctx context.Context, start int32, dir Direction, maxDepth, limit int, paths bool) (*memBFS, error) {
 	vs := w.idx.set(len(w.g.num))
 	r := &memBFS{vs: vs}
 	vs.mark(start, 0, -1, 0, 0)
 	frontier := []int32{start}
+	phases := []Direction{dir}
+	if dir == Both {
+		phases = []Direction{Out, In}
+	}
 	for depth := 1; depth <= maxDepth && len(frontier) > 0; depth++ {
 		remaining := limit - len(r.order)
 		rowCap := max(4*remaining, 1024)
 		var cand []int32
 		read, capped := 0, false
-		err := w.each(ctx, frontier, dir, func(u int32, h *mhop) bool {
-			if read == rowCap {
-				if len(cand) >= remaining {
-					capped = true
-					return false
-				}
-				rowCap *= 4
-			}
-			read++
-			if vs.seen(h.nbr) {
-				return true
-			}
-			vs.mark(h.nbr, depth, u, h.eid, h.typ)
-			if w.admits(h.nbr) {
-				cand = append(cand, h.nbr)
-			} else {
-				vs.v[h.nbr].denied = true
-			}
-			return true
-		})
-		if err != nil {
+		// The loop of each, written out: this is the hot path, and a call per hop costs.
+		if err := ctx.Err(); err != nil {
 			return r, err
+		}
+	level:
+		for _, ph := range phases {
+			for _, u := range frontier {
+				hops, merged := w.g.hopsOf(u, ph, w.buf)
+				if merged {
+					w.buf = hops[:0]
+				}
+				for k := range hops {
+					h := &hops[k]
+					if h.dead || (w.types != nil && !w.types[h.typ]) {
+						continue
+					}
+					if read == rowCap {
+						if len(cand) >= remaining {
+							capped = true
+							break level
+						}
+						rowCap *= 4
+					}
+					if read++; read&4095 == 0 {
+						if err := ctx.Err(); err != nil {
+							return r, err
+						}
+					}
+					if vs.seen(h.nbr) {
+						continue
+					}
+					// Only paths need the way a node was reached (a denied node is never
+					// asked about again: the bit says it was seen); without them, the bit
+					// is all.
+					if paths {
+						vs.mark(h.nbr, depth, u, h.eid, h.typ)
+					} else {
+						vs.markSeen(h.nbr)
+					}
+					if w.admits(h.nbr) {
+						cand = append(cand, h.nbr)
+					}
+				}
+			}
 		}
 		if read == rowCap && len(cand) >= remaining {
 			capped = true
@@ -376,22 +407,26 @@ func (s *Store) memRefs(ctx context.Context, tenant string, w *memWalk, walks ..
 	return out, nil
 }
 
-// refsOf names nodes, their ids cut from one string (one allocation, not one per node).
-func (w *memWalk) refsOf(nodes []int32) []NodeRef {
+// nodesOf names the nodes a breadth-first traversal entered, with their depths (by the
+// level ends), their ids cut from one string (one allocation, not one per node).
+func (w *memWalk) nodesOf(order []int32, ends []int) []Node {
 	size := 0
-	for _, n := range nodes {
+	for _, n := range order {
 		size += int(w.g.nodes[n].len)
 	}
 	buf := make([]byte, 0, size)
-	for _, n := range nodes {
+	for _, n := range order {
 		buf = w.g.appendDocID(buf, n)
 	}
 	all := string(buf)
-	out := make([]NodeRef, len(nodes))
-	at := 0
-	for i, n := range nodes {
+	out := make([]Node, len(order))
+	at, depth := 0, 0
+	for i, n := range order {
+		for depth < len(ends) && i >= ends[depth] {
+			depth++
+		}
 		r := &w.g.nodes[n]
-		out[i] = NodeRef{Collection: w.names[r.coll], ID: all[at : at+int(r.len)]}
+		out[i] = Node{NodeRef: NodeRef{Collection: w.names[r.coll], ID: all[at : at+int(r.len)]}, Depth: depth + 1}
 		at += int(r.len)
 	}
 	return out

@@ -379,7 +379,7 @@ func (s *Store) reachMemory(ctx context.Context, v *view, mw *memWalk, start int
 	var err error
 	res.Partial, err = s.traverse(ctx, o, func(ctx context.Context) error {
 		var err error
-		r, err = mw.bfs(ctx, a, o.Direction, o.MaxDepth, o.Limit)
+		r, err = mw.bfs(ctx, a, o.Direction, o.MaxDepth, o.Limit, o.Paths)
 		return err
 	})
 	if r != nil {
@@ -389,15 +389,9 @@ func (s *Store) reachMemory(ctx context.Context, v *view, mw *memWalk, start int
 		return Result{}, err
 	}
 	res.Truncated = r.truncated
-	refs := mw.refsOf(r.order)
-	res.Nodes = make([]Node, len(r.order))
-	depth := 0
-	for i, n := range r.order {
-		for depth < len(r.ends) && i >= r.ends[depth] {
-			depth++
-		}
-		res.Nodes[i] = Node{NodeRef: refs[i], Depth: depth + 1}
-		if o.Paths {
+	res.Nodes = mw.nodesOf(r.order, r.ends)
+	if o.Paths {
+		for i, n := range r.order {
 			res.Nodes[i].Path = mw.path(v, r.vs, n)
 		}
 	}
