@@ -6,7 +6,8 @@ import (
 	"slices"
 )
 
-// mhop is one edge in a node's adjacency list as the in-memory index holds it: 16 bytes.
+// mhop is one hop of a node's adjacency, as traversals other than the breadth-first one
+// read it.
 type mhop struct {
 	eid  int64
 	nbr  int32  // dense index of the node at the other end
@@ -14,19 +15,30 @@ type mhop struct {
 	dead bool   // deleted since the lists were built
 }
 
-// csr is adjacency in compressed sparse rows: node u's hops are hops[off[u]:off[u+1]],
-// sorted as the SQL indexes are — by type id, then the other node's number, then edge id —
-// so an in-memory traversal meets hops in the order the SQL walker's index scans would.
+// csr is adjacency in compressed sparse rows: node u's hops are [off[u], off[u+1]) of the
+// arrays, sorted as the SQL indexes are — by type id, then the other node's number, then
+// edge id — so an in-memory traversal meets hops in the order the SQL walker's index scans
+// would. The arrays are apart (15 bytes a hop in all) so that a breadth-first walk without
+// paths, over every type, reads the neighbours only: 4 bytes a hop.
 type csr struct {
-	off  []uint32
-	hops []mhop
+	off   []uint32
+	nbr   []int32  // dense index of the node at the other end
+	typ   []uint16 // index into adjacency.types
+	eid   []int64
+	dead  []bool // deleted since the lists were built
+	deadN int    // how many are
 }
 
-func (c *csr) of(u int32) []mhop {
+// span returns the range of u's hops.
+func (c *csr) span(u int32) (lo, hi uint32) {
 	if int(u)+1 >= len(c.off) {
-		return nil
+		return 0, 0
 	}
-	return c.hops[c.off[u]:c.off[u+1]]
+	return c.off[u], c.off[u+1]
+}
+
+func (c *csr) hop(k uint32) mhop {
+	return mhop{eid: c.eid[k], nbr: c.nbr[k], typ: c.typ[k], dead: c.dead[k]}
 }
 
 // xedge is an edge added since the lists were built (the overlay).
@@ -172,9 +184,10 @@ func (g *adjacency) has(id, from int64) bool {
 	if !ok {
 		return false
 	}
-	for _, h := range g.out.of(f) {
-		if h.eid == id {
-			return !h.dead
+	lo, hi := g.out.span(f)
+	for k := lo; k < hi; k++ {
+		if g.out.eid[k] == id {
+			return !g.out.dead[k]
 		}
 	}
 	return false
@@ -201,25 +214,25 @@ func (g *adjacency) remove(id, from, to int64) {
 	if !ok1 || !ok2 {
 		return
 	}
-	found := false
-	for k, h := range g.out.of(f) {
-		if h.eid == id && !h.dead {
-			g.out.hops[int(g.out.off[f])+k].dead = true
-			found = true
-			break
-		}
-	}
-	if !found {
+	if !g.out.kill(f, id) {
 		return
 	}
-	for k, h := range g.in.of(t) {
-		if h.eid == id && !h.dead {
-			g.in.hops[int(g.in.off[t])+k].dead = true
-			break
-		}
-	}
+	g.in.kill(t, id)
 	g.live--
 	g.deadCount++
+}
+
+// kill marks u's live hop of edge id dead, if there is one.
+func (c *csr) kill(u int32, id int64) bool {
+	lo, hi := c.span(u)
+	for k := lo; k < hi; k++ {
+		if c.eid[k] == id && !c.dead[k] {
+			c.dead[k] = true
+			c.deadN++
+			return true
+		}
+	}
+	return false
 }
 
 func (g *adjacency) removeX(i int32) {
@@ -247,10 +260,10 @@ func (g *adjacency) removeAll(ids map[int64]bool) {
 		return
 	}
 	for _, c := range []*csr{&g.out, &g.in} {
-		for k := range c.hops {
-			h := &c.hops[k]
-			if h.eid >= lo && h.eid <= hi && !h.dead && ids[h.eid] {
-				h.dead = true
+		for k, id := range c.eid {
+			if id >= lo && id <= hi && !c.dead[k] && ids[id] {
+				c.dead[k] = true
+				c.deadN++
 				if c == &g.out {
 					g.live--
 					g.deadCount++
@@ -261,22 +274,24 @@ func (g *adjacency) removeAll(ids map[int64]bool) {
 }
 
 // hopsOf returns u's hops going dir (Out or In), in index order, the dead ones included
-// (callers skip them). Without overlay edges at u it is the list itself; with them, a
-// merged copy in buf (merged is then true: the caller may keep the buffer).
-func (g *adjacency) hopsOf(u int32, dir Direction, buf []mhop) (hops []mhop, merged bool) {
+// (callers skip them), in buf: the lists' hops, merged with the overlay's when u has some.
+func (g *adjacency) hopsOf(u int32, dir Direction, buf []mhop) []mhop {
 	c, xs := &g.out, g.xout
 	if dir == In {
 		c, xs = &g.in, g.xin
 	}
-	list := c.of(u)
+	buf = buf[:0]
+	lo, hi := c.span(u)
+	for k := lo; k < hi; k++ {
+		buf = append(buf, c.hop(k))
+	}
 	if len(g.x) == 0 {
-		return list, false
+		return buf
 	}
 	extra := xs[u]
 	if len(extra) == 0 {
-		return list, false
+		return buf
 	}
-	buf = append(buf[:0], list...)
 	for _, i := range extra {
 		e := g.x[i]
 		nbr := e.to
@@ -286,7 +301,18 @@ func (g *adjacency) hopsOf(u int32, dir Direction, buf []mhop) (hops []mhop, mer
 		buf = append(buf, mhop{eid: e.id, nbr: nbr, typ: e.typ, dead: e.dead})
 	}
 	slices.SortFunc(buf, g.hopOrder)
-	return buf, true
+	return buf
+}
+
+// overlaid reports whether u has overlay hops going dir.
+func (g *adjacency) overlaid(u int32, dir Direction) bool {
+	if len(g.x) == 0 {
+		return false
+	}
+	if dir == In {
+		return len(g.xin[u]) > 0
+	}
+	return len(g.xout[u]) > 0
 }
 
 // hopOrder is the order of the SQL adjacency indexes: type id, other node, edge id.
@@ -312,7 +338,7 @@ func (g *adjacency) sortNodes(ds []int32) {
 // bytes estimates the memory the adjacency holds.
 func (g *adjacency) bytes() int64 {
 	n := int64(cap(g.num))*8 + int64(cap(g.nodes))*16 + int64(cap(g.docs)) + int64(cap(g.lut))*4
-	n += int64(cap(g.out.off)+cap(g.in.off))*4 + int64(cap(g.out.hops)+cap(g.in.hops))*16
+	n += int64(cap(g.out.off)+cap(g.in.off))*4 + int64(cap(g.out.nbr)+cap(g.in.nbr))*15
 	n += int64(cap(g.x))*24 + int64(len(g.xbyID)+len(g.added))*24 + int64(len(g.x))*2*12
 	return n
 }
@@ -351,7 +377,11 @@ func buildCSR(n int, key, other []int32, typ []uint16, id []int64, order func(a,
 			slices.SortFunc(seg, order)
 		}
 	}
-	return csr{off: off, hops: hops}
+	c := csr{off: off, nbr: make([]int32, len(hops)), typ: make([]uint16, len(hops)), eid: make([]int64, len(hops)), dead: make([]bool, len(hops))}
+	for k, h := range hops {
+		c.nbr[k], c.typ[k], c.eid[k] = h.nbr, h.typ, h.eid
+	}
+	return c
 }
 
 // newAdjacency returns an empty adjacency.

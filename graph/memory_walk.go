@@ -215,10 +215,8 @@ func (w *memWalk) each(ctx context.Context, frontier []int32, dir Direction, fn 
 	n := 0
 	for _, ph := range phases {
 		for _, u := range frontier {
-			hops, merged := w.g.hopsOf(u, ph, w.buf)
-			if merged {
-				w.buf = hops[:0]
-			}
+			hops := w.g.hopsOf(u, ph, w.buf)
+			w.buf = hops[:0]
 			for k := range hops {
 				h := &hops[k]
 				if h.dead || (w.types != nil && !w.types[h.typ]) {
@@ -270,15 +268,34 @@ func (w *memWalk) bfs(ctx context.Context, start int32, dir Direction, maxDepth,
 		}
 	level:
 		for _, ph := range phases {
+			c := &w.g.out
+			if ph == In {
+				c = &w.g.in
+			}
+			plain := c.deadN == 0 && w.types == nil
 			for _, u := range frontier {
-				hops, merged := w.g.hopsOf(u, ph, w.buf)
-				if merged {
+				var hops []mhop
+				lo, hi := c.span(u)
+				if w.g.overlaid(u, ph) {
+					hops = w.g.hopsOf(u, ph, w.buf)
 					w.buf = hops[:0]
+					lo, hi = 0, uint32(len(hops))
 				}
-				for k := range hops {
-					h := &hops[k]
-					if h.dead || (w.types != nil && !w.types[h.typ]) {
-						continue
+				for k := lo; k < hi; k++ {
+					var nbr int32
+					switch {
+					case hops != nil:
+						if h := &hops[k]; h.dead || (w.types != nil && !w.types[h.typ]) {
+							continue
+						}
+						nbr = hops[k].nbr
+					case plain:
+						nbr = c.nbr[k]
+					default:
+						if c.dead[k] || (w.types != nil && !w.types[c.typ[k]]) {
+							continue
+						}
+						nbr = c.nbr[k]
 					}
 					if read == rowCap {
 						if len(cand) >= remaining {
@@ -292,19 +309,23 @@ func (w *memWalk) bfs(ctx context.Context, start int32, dir Direction, maxDepth,
 							return r, err
 						}
 					}
-					if vs.seen(h.nbr) {
+					if vs.seen(nbr) {
 						continue
 					}
 					// Only paths need the way a node was reached (a denied node is never
 					// asked about again: the bit says it was seen); without them, the bit
 					// is all.
 					if paths {
-						vs.mark(h.nbr, depth, u, h.eid, h.typ)
+						if hops != nil {
+							vs.mark(nbr, depth, u, hops[k].eid, hops[k].typ)
+						} else {
+							vs.mark(nbr, depth, u, c.eid[k], c.typ[k])
+						}
 					} else {
-						vs.markSeen(h.nbr)
+						vs.markSeen(nbr)
 					}
-					if w.admits(h.nbr) {
-						cand = append(cand, h.nbr)
+					if w.admits(nbr) {
+						cand = append(cand, nbr)
 					}
 				}
 			}
