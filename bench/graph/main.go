@@ -6,7 +6,7 @@
 //     better one (UNION over (node, depth)), both over an indexed two-column edge table;
 //
 //   - the same neighbourhoods through the SQL walker (the in-memory index disabled), on
-//     the CTEs' starts;
+//     the CTEs' starts (every case runs once untimed on those starts before it is timed);
 //
 //   - the shortest path between random connected nodes;
 //
@@ -266,12 +266,13 @@ func hops(ctx context.Context, s *strata.Strata, sys context.Context, tenant str
 	for i := range starts {
 		starts[i] = rng.IntN(len(adj))
 	}
+	sample := starts[:min(*cteQueries, len(starts))]
 	fmt.Printf("## k-hop neighbourhood (out edges) from %d random nodes\n\n", len(starts))
 	fmt.Printf("Strata: `Neighbourhood(depth k)` through the Go API, every node found (no limit). CTE: on `bench_edges`, %d of the same starts, %s statement timeout.\n\n",
 		*cteQueries, *cteTimeout)
-	fmt.Println("| k | nodes found (median) | Strata p50 | Strata p99 | SQL walker p50 | tutorial CTE p50 | ratio | UNION CTE p50 | ratio |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	sample := starts[:min(*cteQueries, len(starts))]
+	fmt.Printf("Strata p50 and p99 over all %d starts; every other column on the CTEs' %d starts (ratios: the CTE's p50 over Strata's there). Each case runs once untimed over those starts before it is timed.\n\n", len(starts), len(sample))
+	fmt.Println("| k | nodes found (median) | Strata p50 | Strata p99 | Strata p50, CTE starts | SQL walker p50 | tutorial CTE p50 | ratio | UNION CTE p50 | ratio |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	nodes := nodeNumbers(ctx, s, tenant, sample)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -301,16 +302,23 @@ func hops(ctx context.Context, s *strata.Strata, sys context.Context, tenant str
 			}
 			return lat, sizes
 		}
+		// Every case first runs once over the CTEs' starts untimed, so that none pays for
+		// the caches the case before it left cold.
+		neighbourhood(s.Graph(), sample)
 		lat, sizes := neighbourhood(s.Graph(), starts)
+		neighbourhood(sqlWalker, sample)
 		sqlLat, sqlSizes := neighbourhood(sqlWalker, sample)
 		if !slices.Equal(sqlSizes, sizes[:len(sample)]) {
 			log.Fatalf("the SQL walker and the in-memory index disagree at depth %d: %v vs %v", k, sqlSizes, sizes[:len(sample)])
 		}
 		sp50 := median(lat[:len(sample)]) // compare on the same starts
-		row := fmt.Sprintf("| %d | %d | %s | %s | %s |", k, medianInt(sizes), ms(median(lat)), ms(percentile(lat, 0.99)), ms(median(sqlLat)))
+		row := fmt.Sprintf("| %d | %d | %s | %s | %s | %s |", k, medianInt(sizes), ms(median(lat)), ms(percentile(lat, 0.99)), ms(sp50), ms(median(sqlLat)))
 		for _, q := range []string{ctePaths, cteUnion} {
 			var cl []time.Duration
 			timeouts := 0
+			for _, n := range nodes {
+				cte(ctx, s, q, n, k) // the untimed pass
+			}
 			for _, n := range nodes {
 				d, _, ok := cte(ctx, s, q, n, k)
 				if !ok {
