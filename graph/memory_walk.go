@@ -431,24 +431,27 @@ func (s *Store) memRefs(ctx context.Context, tenant string, w *memWalk, walks ..
 // nodesOf names the nodes a breadth-first traversal entered, with their depths (by the
 // level ends), their ids cut from one string (one allocation, not one per node).
 func (w *memWalk) nodesOf(order []int32, ends []int) []Node {
-	size := 0
-	for _, n := range order {
-		size += int(w.g.nodes[n].len)
+	// One pass reads each node's record (the one memory access per node that cannot be
+	// avoided), the next ones only what it wrote.
+	type named struct {
+		coll uint16
+		end  uint32 // where its id ends in buf
 	}
-	buf := make([]byte, 0, size)
-	for _, n := range order {
+	buf := make([]byte, 0, 8*len(order))
+	names := make([]named, len(order))
+	for i, n := range order {
 		buf = w.g.appendDocID(buf, n)
+		names[i] = named{coll: w.g.nodes[n].coll, end: uint32(len(buf))}
 	}
 	all := string(buf)
 	out := make([]Node, len(order))
-	at, depth := 0, 0
-	for i, n := range order {
+	at, depth := uint32(0), 0
+	for i, nm := range names {
 		for depth < len(ends) && i >= ends[depth] {
 			depth++
 		}
-		r := &w.g.nodes[n]
-		out[i] = Node{NodeRef: NodeRef{Collection: w.names[r.coll], ID: all[at : at+int(r.len)]}, Depth: depth + 1}
-		at += int(r.len)
+		out[i] = Node{NodeRef: NodeRef{Collection: w.names[nm.coll], ID: all[at:nm.end]}, Depth: depth + 1}
+		at = nm.end
 	}
 	return out
 }
