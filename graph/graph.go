@@ -2,12 +2,14 @@
 // them: neighbours, k-hop neighbourhoods, shortest paths (breadth-first from both ends, or
 // weighted), all simple paths, dependents and dependencies, subgraphs and degrees.
 //
-// Edges live in one table with an index per direction, and every traversal walks it
-// breadth-first one level per query, keeping the visited set in Go: each node is visited
-// once, so cycles cost nothing and the work grows with the nodes reached, not with the
-// paths between them (the common recursive-CTE formulation enumerates paths, which grows
-// exponentially with depth). Every traversal is bounded by depth, by result count and by a
-// time budget.
+// Edges live in one table with an index per direction. Traversals of the current graph
+// run over an in-memory adjacency index per tenant, derived from that table and caught up
+// from the change feed before each traversal (memory.go); the others (as of a time, with
+// filters or weights) walk the table breadth-first one level per query. Either way each
+// node is visited once, so cycles cost nothing and the work grows with the nodes reached,
+// not with the paths between them (the common recursive-CTE formulation enumerates paths,
+// which grows exponentially with depth). Every traversal is bounded by depth, by result
+// count and by a time budget.
 //
 // Permissions: writing an edge needs write on "graph:<type>" and read on both documents'
 // collections; declaring types needs admin on "graph:<type>". A traversal follows only the
