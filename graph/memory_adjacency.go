@@ -74,7 +74,7 @@ type adjacency struct {
 
 	out, in csr
 	x       []xedge
-	xout    map[int32][]int32 // dense → indexes into x
+	xout    map[int32][]int32 // dense → indexes into x, in index order (hopOrder)
 	xin     map[int32][]int32
 	xbyID   map[int64]int32
 
@@ -197,8 +197,8 @@ func (g *adjacency) has(id, from int64) bool {
 func (g *adjacency) add(id int64, from, to int32, typ uint16) {
 	i := int32(len(g.x))
 	g.x = append(g.x, xedge{id: id, from: from, to: to, typ: typ})
-	g.xout[from] = append(g.xout[from], i)
-	g.xin[to] = append(g.xin[to], i)
+	g.xout[from] = g.insertX(g.xout[from], i, Out)
+	g.xin[to] = g.insertX(g.xin[to], i, In)
 	g.xbyID[id] = i
 	g.live++
 }
@@ -273,8 +273,26 @@ func (g *adjacency) removeAll(ids map[int64]bool) {
 	}
 }
 
+// xhop is overlay edge i as a hop going dir.
+func (g *adjacency) xhop(i int32, dir Direction) mhop {
+	e := &g.x[i]
+	nbr := e.to
+	if dir == In {
+		nbr = e.from
+	}
+	return mhop{eid: e.id, nbr: nbr, typ: e.typ, dead: e.dead}
+}
+
+// insertX inserts overlay edge i into a node's overlay list going dir, in index order.
+func (g *adjacency) insertX(list []int32, i int32, dir Direction) []int32 {
+	h := g.xhop(i, dir)
+	at, _ := slices.BinarySearchFunc(list, h, func(j int32, h mhop) int { return g.hopOrder(g.xhop(j, dir), h) })
+	return slices.Insert(list, at, i)
+}
+
 // hopsOf returns u's hops going dir (Out or In), in index order, the dead ones included
-// (callers skip them), in buf: the lists' hops, merged with the overlay's when u has some.
+// (callers skip them), in buf: the lists' hops, merged with the overlay's (both sorted)
+// when u has some.
 func (g *adjacency) hopsOf(u int32, dir Direction, buf []mhop) []mhop {
 	c, xs := &g.out, g.xout
 	if dir == In {
@@ -282,25 +300,21 @@ func (g *adjacency) hopsOf(u int32, dir Direction, buf []mhop) []mhop {
 	}
 	buf = buf[:0]
 	lo, hi := c.span(u)
-	for k := lo; k < hi; k++ {
+	var extra []int32
+	if len(g.x) > 0 {
+		extra = xs[u]
+	}
+	k := lo
+	for _, i := range extra {
+		h := g.xhop(i, dir)
+		for ; k < hi && g.hopOrder(c.hop(k), h) <= 0; k++ {
+			buf = append(buf, c.hop(k))
+		}
+		buf = append(buf, h)
+	}
+	for ; k < hi; k++ {
 		buf = append(buf, c.hop(k))
 	}
-	if len(g.x) == 0 {
-		return buf
-	}
-	extra := xs[u]
-	if len(extra) == 0 {
-		return buf
-	}
-	for _, i := range extra {
-		e := g.x[i]
-		nbr := e.to
-		if dir == In {
-			nbr = e.from
-		}
-		buf = append(buf, mhop{eid: e.id, nbr: nbr, typ: e.typ, dead: e.dead})
-	}
-	slices.SortFunc(buf, g.hopOrder)
 	return buf
 }
 
