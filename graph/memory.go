@@ -278,8 +278,13 @@ func (s *Store) loadAdjacency(ctx context.Context, tenant string, maxEdges int64
 			rows.Close()
 			return nil, 0, err
 		}
+		coll, ok := g.collIndex(string(raw[1]))
+		if !ok {
+			rows.Close()
+			return nil, 0, errTooLarge
+		}
 		g.num = append(g.num, n)
-		g.addNodeRec(g.collIndex(string(raw[1])), raw[2])
+		g.addNodeRec(coll, raw[2])
 	}
 	if err := rows.Err(); err != nil {
 		return nil, 0, err
@@ -464,11 +469,11 @@ func (idx *tenantIndex) apply(changed []changedEdge) error {
 				return fmt.Errorf("edge %d has an end without a node", *c.id)
 			}
 			typ, ok := g.typeIndex(*c.typ)
-			if !ok {
+			from, ok1 := g.node(*c.from, *c.fcoll, *c.fdoc)
+			to, ok2 := g.node(*c.to, *c.tcoll, *c.td)
+			if !ok || !ok1 || !ok2 {
 				return errTooLarge
 			}
-			from := g.node(*c.from, *c.fcoll, *c.fdoc)
-			to := g.node(*c.to, *c.tcoll, *c.td)
 			g.add(*c.id, from, to, typ)
 		case c.live != nil:
 			g.remove(*c.id, *c.from, *c.to)

@@ -135,14 +135,19 @@ func (g *adjacency) docID(d int32) string {
 	return string(g.docs[off : off+uint32(r.len)])
 }
 
-func (g *adjacency) collIndex(id string) uint16 {
+// collIndex returns the index of a collection id; ok is false when a tenant has more
+// collections than an index can number (65,535), which load and sync refuse.
+func (g *adjacency) collIndex(id string) (uint16, bool) {
 	if i, ok := g.collIx[id]; ok {
-		return i
+		return i, true
+	}
+	if len(g.colls) >= 1<<16-1 {
+		return 0, false
 	}
 	i := uint16(len(g.colls))
 	g.colls = append(g.colls, id)
 	g.collIx[id] = i
-	return i
+	return i, true
 }
 
 // typeIndex returns the index of a type id; ok is false when a tenant has more types than
@@ -160,19 +165,24 @@ func (g *adjacency) typeIndex(id int32) (uint16, bool) {
 	return i, true
 }
 
-// node returns the dense index of a node number, adding the node when it is new.
-func (g *adjacency) node(n int64, collID, docID string) int32 {
+// node returns the dense index of a node number, adding the node when it is new; ok is
+// false when its collection cannot be numbered (collIndex).
+func (g *adjacency) node(n int64, collID, docID string) (int32, bool) {
 	if d, ok := g.dense(n); ok {
-		return d
+		return d, true
+	}
+	coll, ok := g.collIndex(collID)
+	if !ok {
+		return 0, false
 	}
 	d := int32(len(g.num))
 	if d > 0 && g.num[d-1] > n {
 		g.monotone = false
 	}
 	g.num = append(g.num, n)
-	g.addNodeRec(g.collIndex(collID), []byte(docID))
+	g.addNodeRec(coll, []byte(docID))
 	g.added[n] = d
-	return d
+	return d, true
 }
 
 // has reports whether a live edge id from node number from is held.

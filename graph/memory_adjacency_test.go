@@ -6,6 +6,23 @@ import (
 	"testing"
 )
 
+// TestAdjacencyCollectionsBounded: a tenant with more collections than a node record can
+// number is refused, not named (and admitted) as another collection.
+func TestAdjacencyCollectionsBounded(t *testing.T) {
+	g := newAdjacency()
+	for i := range 1<<16 - 1 {
+		if c, ok := g.collIndex(strconv.Itoa(i)); !ok || g.colls[c] != strconv.Itoa(i) {
+			t.Fatalf("collection %d: index %d, %v", i, c, ok)
+		}
+	}
+	if d, ok := g.node(1, "one too many", "x"); ok {
+		t.Fatalf("a node of collection #65536 was added as %d, of collection %q", d, g.colls[g.nodes[d].coll])
+	}
+	if d, ok := g.node(2, "7", "y"); !ok || g.colls[g.nodes[d].coll] != "7" {
+		t.Fatalf("a node of a known collection: %d %v", d, ok)
+	}
+}
+
 // TestAdjacencyOverlayOrder: a node's hops, the lists' and the overlay's, come in index
 // order whatever order the overlay's edges were added in.
 func TestAdjacencyOverlayOrder(t *testing.T) {
