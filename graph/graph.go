@@ -103,11 +103,13 @@ type Config struct {
 	MaxPropsBytes int
 	// SnapshotEvery keeps full properties in history every this many versions. Default 32.
 	SnapshotEvery int
-	// MemoryEdges bounds the edges this process holds in its in-memory adjacency indexes,
-	// across tenants (about 40 bytes each, with their nodes). A tenant's index loads on its
-	// first traversal that can use it; a tenant with more edges than this is traversed in
-	// SQL, and the least recently used indexes make way for a new one. Default 20,000,000;
-	// negative disables the indexes (every traversal runs in SQL).
+	// MemoryEdges bounds the nodes plus edges this process holds in its in-memory adjacency
+	// indexes, across tenants (about 40 bytes an edge, 30 a node). A tenant's nodes count
+	// whether or not they have live edges. A tenant's index loads on its first traversal
+	// that can use it; a tenant with more nodes and edges than this is traversed in SQL
+	// (its load stops as soon as it passes the budget), and the least recently used indexes
+	// make way for a new one. Default 20,000,000; negative disables the indexes (every
+	// traversal runs in SQL).
 	MemoryEdges int64
 	// Logger receives background-work warnings. Nil is quiet.
 	Logger *slog.Logger

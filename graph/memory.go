@@ -30,7 +30,7 @@ import (
 type IndexStats struct {
 	// Enabled is false when Config.MemoryEdges disables the indexes.
 	Enabled bool `json:"enabled"`
-	// Budget is the most edges held, across tenants.
+	// Budget is the most nodes plus edges held, across tenants.
 	Budget int64 `json:"budget"`
 	// Tenants are the indexes loaded.
 	Tenants []TenantIndexStats `json:"tenants"`
@@ -60,7 +60,7 @@ type TenantIndexStats struct {
 // memory is the registry of a Store's indexes.
 type memory struct {
 	s          *Store
-	budget     int64         // edges held at most, across tenants; ≤ 0: disabled
+	budget     int64         // nodes plus edges held at most, across tenants; ≤ 0: disabled
 	wait       time.Duration // how long a traversal waits for a load before using SQL
 	maxCatchUp int           // the most changed edges a catch-up applies; past it, the index reloads
 
@@ -188,7 +188,7 @@ func (m *memory) run(tenant string, done chan struct{}) {
 		m.refused[tenant] = time.Now()
 		if errors.Is(err, errTooLarge) {
 			delete(m.indexes, tenant) // what is held is older than what did not fit
-			m.s.log.Info("graph: a tenant's edges exceed the in-memory budget; its traversals use SQL", "tenant", tenant, "budget", m.budget)
+			m.s.log.Info("graph: a tenant's nodes and edges exceed the in-memory budget; its traversals use SQL", "tenant", tenant, "budget", m.budget)
 		} else {
 			m.s.log.Warn("graph: loading the in-memory index failed; traversals use SQL", "tenant", tenant, "err", err)
 		}
@@ -202,15 +202,15 @@ func (m *memory) run(tenant string, done chan struct{}) {
 	m.evict(idx)
 }
 
-// evict drops the least recently used other indexes while the edges held exceed the
-// budget. The caller holds m.mu.
+// evict drops the least recently used other indexes while the nodes and edges held exceed
+// the budget. The caller holds m.mu.
 func (m *memory) evict(keep *tenantIndex) {
 	for {
 		var held int64
 		var lru *tenantIndex
 		for _, idx := range m.indexes {
 			idx.mu.RLock()
-			held += idx.g.live + int64(len(idx.g.x))
+			held += int64(len(idx.g.num)) + idx.g.live // live counts the overlay's too
 			idx.mu.RUnlock()
 			if idx != keep && (lru == nil || idx.used.Load() < lru.used.Load()) {
 				lru = idx
@@ -248,11 +248,12 @@ func (m *memory) stats() IndexStats {
 // size, and how many traversals they answered.
 func (s *Store) IndexStats() IndexStats { return s.mem.stats() }
 
-var errTooLarge = errors.New("the tenant's edges exceed the in-memory budget")
+var errTooLarge = errors.New("the tenant's nodes and edges exceed the in-memory budget")
 
 // loadAdjacency reads a tenant's nodes and live edges in one snapshot, with the feed
-// position that snapshot is current to. maxEdges bounds the edges read (errTooLarge).
-func (s *Store) loadAdjacency(ctx context.Context, tenant string, maxEdges int64) (*adjacency, int64, error) {
+// position that snapshot is current to. maxHeld bounds the nodes plus edges read: past
+// it, the reading stops (errTooLarge).
+func (s *Store) loadAdjacency(ctx context.Context, tenant string, maxHeld int64) (*adjacency, int64, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, 0, err
@@ -279,7 +280,7 @@ func (s *Store) loadAdjacency(ctx context.Context, tenant string, maxEdges int64
 			return nil, 0, err
 		}
 		coll, ok := g.collIndex(string(raw[1]))
-		if !ok {
+		if !ok || int64(len(g.num)) >= maxHeld {
 			rows.Close()
 			return nil, 0, errTooLarge
 		}
@@ -298,7 +299,7 @@ func (s *Store) loadAdjacency(ctx context.Context, tenant string, maxEdges int64
 	rows = edges
 	var e edgeList
 	for rows.Next() {
-		if int64(len(e.id)) >= maxEdges {
+		if int64(len(g.num)+len(e.id)) >= maxHeld {
 			rows.Close()
 			return nil, 0, errTooLarge
 		}

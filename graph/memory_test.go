@@ -456,7 +456,7 @@ func waitLoads(t *testing.T, g *graph.Store, n int64) graph.IndexStats {
 func TestMemoryIndexBudget(t *testing.T) {
 	t.Parallel()
 	m := memSetup(t, graph.Config{})
-	ctx, octx := m.ctx, m.World.As(testworld.Outsider)
+	ctx, octx := m.ctx, m.As(testworld.Outsider)
 	m.nodes(t, "n", 10)
 	for i := range 4 {
 		m.edge(t, "e", i, i+1, "")
@@ -485,7 +485,8 @@ func TestMemoryIndexBudget(t *testing.T) {
 		return strings.Join(out, " ")
 	}
 
-	over := graph.New(m.Pool, m.Auth, m.docs, m.Feed, m.Listener, graph.Config{MemoryEdges: 3})
+	// The budget counts nodes and edges: the tenant holds 5 + 4, the other 3 + 2.
+	over := graph.New(m.Pool, m.Auth, m.docs, m.Feed, m.Listener, graph.Config{MemoryEdges: 6})
 	graph.SetIndexWait(over, time.Minute)
 	if got := reached(t, over, ctx, m.Tenant, ref("n", 0)); got != chain("n", 1, 4) {
 		t.Fatalf("over the budget: reached %q", got)
@@ -497,7 +498,7 @@ func TestMemoryIndexBudget(t *testing.T) {
 		t.Fatalf("over the budget: %+v", st)
 	}
 
-	five := graph.New(m.Pool, m.Auth, m.docs, m.Feed, m.Listener, graph.Config{MemoryEdges: 5})
+	five := graph.New(m.Pool, m.Auth, m.docs, m.Feed, m.Listener, graph.Config{MemoryEdges: 10})
 	graph.SetIndexWait(five, time.Minute)
 	for _, step := range []struct {
 		ctx          context.Context
@@ -522,5 +523,29 @@ func TestMemoryIndexBudget(t *testing.T) {
 	}
 	if st := m.sql.IndexStats(); st.Enabled || st.Traversals != 0 || st.Fallbacks != 0 || st.Loads != 0 {
 		t.Fatalf("disabled: %+v", st)
+	}
+}
+
+// TestMemoryIndexBudgetCountsNodes: nodes count in the budget, edges or none — a tenant
+// whose nodes alone exceed it (every edge deleted) is traversed in SQL, not loaded.
+func TestMemoryIndexBudgetCountsNodes(t *testing.T) {
+	t.Parallel()
+	m := memSetup(t, graph.Config{})
+	ctx := m.ctx
+	m.nodes(t, "n", 20)
+	for i := range 19 {
+		ed := m.edge(t, "e", i, i+1, "")
+		if _, err := m.g.EdgeDelete(ctx, m.Tenant, ed.ID, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.edge(t, "e", 0, 1, "")
+	small := graph.New(m.Pool, m.Auth, m.docs, m.Feed, m.Listener, graph.Config{MemoryEdges: 10})
+	graph.SetIndexWait(small, time.Minute)
+	if got := reached(t, small, ctx, m.Tenant, ref("n", 0)); got != "n/1" {
+		t.Fatalf("reached %q", got)
+	}
+	if st := small.IndexStats(); st.Loads != 0 || st.LoadFailures != 1 || len(st.Tenants) != 0 || st.Fallbacks != 1 {
+		t.Fatalf("20 nodes and 1 edge over a budget of 10: %+v", st)
 	}
 }
