@@ -8,3 +8,22 @@ func SetIndexWait(s *Store, d time.Duration) { s.mem.wait = d }
 
 // SetMaxCatchUp sets the most changed edges a catch-up applies before the index reloads.
 func SetMaxCatchUp(s *Store, n int) { s.mem.maxCatchUp = n }
+
+// Loading reports whether a load of the tenant's index is under way.
+func Loading(s *Store, tenant string) bool {
+	s.mem.mu.Lock()
+	defer s.mem.mu.Unlock()
+	_, ok := s.mem.loading[tenant]
+	return ok
+}
+
+// HoldIndexRead read-locks the tenant's loaded index, as a long traversal does, until
+// the returned function is called; ok is false when none is loaded.
+func HoldIndexRead(s *Store, tenant string) (release func(), ok bool) {
+	idx := s.mem.get(tenant)
+	if idx == nil {
+		return nil, false
+	}
+	idx.mu.RLock()
+	return idx.mu.RUnlock, true
+}

@@ -24,7 +24,9 @@ import (
 // which are applied idempotently. A traversal therefore sees every edge write committed
 // before it started, on any node. While a tenant's index loads (or when it does not fit
 // the budget, or a traversal needs what it does not hold: as_of, filters, weights),
-// traversals use the SQL walker.
+// traversals use the SQL walker; so does one that cannot have the index's locks within
+// memory.lockWait (a catch-up under way, or an edge write waiting for a long traversal to
+// end): no traversal, and no other tenant's, waits on another's.
 
 // IndexStats describes this process's in-memory adjacency indexes.
 type IndexStats struct {
@@ -63,6 +65,7 @@ type memory struct {
 	budget     int64         // nodes plus edges held at most, across tenants; ≤ 0: disabled
 	wait       time.Duration // how long a traversal waits for a load before using SQL
 	maxCatchUp int           // the most changed edges a catch-up applies; past it, the index reloads
+	lockWait   time.Duration // how long a traversal waits for an index's locks before using SQL
 
 	mu      sync.Mutex
 	indexes map[string]*tenantIndex
@@ -77,7 +80,8 @@ const retryAfter = 5 * time.Minute
 
 func newMemory(s *Store, budget int64) *memory {
 	return &memory{s: s, budget: budget, wait: 100 * time.Millisecond, maxCatchUp: 100_000,
-		indexes: map[string]*tenantIndex{}, loading: map[string]chan struct{}{}, refused: map[string]time.Time{}}
+		lockWait: 50 * time.Millisecond,
+		indexes:  map[string]*tenantIndex{}, loading: map[string]chan struct{}{}, refused: map[string]time.Time{}}
 }
 
 // tenantIndex is one tenant's index.
@@ -92,20 +96,27 @@ type tenantIndex struct {
 	syncStarted time.Time // when the last successful catch-up started
 	stale       bool      // a catch-up could not apply the changes: only a reload helps
 
-	// mu guards g: catch-ups write (briefly), traversals read.
+	// mu guards g: catch-ups write (briefly), traversals read. Neither waits for it more
+	// than memory.lockWait (TryLock: a writer waiting never holds readers back).
 	mu sync.RWMutex
 	g  *adjacency
+
+	// What the registry and the stats read without mu, set with g: the nodes plus live
+	// edges held, the tenant's stats, and the collection ids g numbers (a prefix of
+	// g.colls, which only grows).
+	held  atomic.Int64
+	stat  atomic.Pointer[TenantIndexStats]
+	colls atomic.Pointer[[]string]
 
 	setsMu sync.Mutex
 	sets   []*visitSet // idle visit sets, reused across traversals
 }
 
 // acquire returns the tenant's index, caught up with every edge write committed before
-// the call, read-locked (the caller calls release), or nil when the traversal must use
-// SQL.
-func (m *memory) acquire(ctx context.Context, tenant string) (*tenantIndex, func()) {
+// the call, not locked (see memWalkOf), or nil when the traversal must use SQL.
+func (m *memory) acquire(ctx context.Context, tenant string) *tenantIndex {
 	if m.budget <= 0 {
-		return nil, nil
+		return nil
 	}
 	started := time.Now()
 	idx := m.get(tenant)
@@ -124,19 +135,54 @@ func (m *memory) acquire(ctx context.Context, tenant string) (*tenantIndex, func
 	}
 	if idx == nil {
 		m.fallbacks.Add(1)
-		return nil, nil
+		return nil
 	}
 	if err := idx.catchUp(ctx, m, started); err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !errors.Is(err, errBusy) && !errors.Is(err, errStale) {
 			m.s.log.Warn("graph: catching up the in-memory index failed; traversing in SQL", "tenant", tenant, "err", err)
 		}
 		m.fallbacks.Add(1)
-		return nil, nil
+		return nil
 	}
 	idx.used.Store(time.Now().UnixNano())
-	idx.mu.RLock()
-	m.traversals.Add(1)
-	return idx, idx.mu.RUnlock
+	return idx
+}
+
+// errBusy: a lock of the index could not be had within memory.lockWait.
+var errBusy = errors.New("the in-memory index is busy")
+
+// lockWithin takes a lock with try, retrying for at most m.lockWait and never past ctx.
+func (m *memory) lockWithin(ctx context.Context, try func() bool) bool {
+	if try() {
+		return true
+	}
+	timer := time.NewTimer(m.lockWait)
+	defer timer.Stop()
+	tick := time.NewTicker(time.Millisecond / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return try()
+		case <-tick.C:
+			if try() {
+				return true
+			}
+		}
+	}
+}
+
+// publish sets what is read of the index without its lock. The caller holds mu for
+// writing, or the index is not shared yet.
+func (idx *tenantIndex) publish() {
+	g := idx.g
+	idx.held.Store(int64(len(g.num)) + g.live)
+	idx.stat.Store(&TenantIndexStats{Tenant: idx.tenant, Nodes: len(g.num), Edges: g.live, Overlay: len(g.x),
+		Dead: g.deadCount, Bytes: g.bytes(), LoadTime: idx.loadTime})
+	colls := g.colls
+	idx.colls.Store(&colls)
 }
 
 func (m *memory) get(tenant string) *tenantIndex {
@@ -188,7 +234,7 @@ func (m *memory) run(tenant string, done chan struct{}) {
 		m.refused[tenant] = time.Now()
 		if errors.Is(err, errTooLarge) {
 			delete(m.indexes, tenant) // what is held is older than what did not fit
-			m.s.log.Info("graph: a tenant's nodes and edges exceed the in-memory budget; its traversals use SQL", "tenant", tenant, "budget", m.budget)
+			m.s.log.Info("graph: a tenant's edges exceed the in-memory budget; its traversals use SQL", "tenant", tenant, "budget", m.budget)
 		} else {
 			m.s.log.Warn("graph: loading the in-memory index failed; traversals use SQL", "tenant", tenant, "err", err)
 		}
@@ -196,6 +242,7 @@ func (m *memory) run(tenant string, done chan struct{}) {
 	}
 	delete(m.refused, tenant)
 	idx := &tenantIndex{tenant: tenant, g: g, watermark: watermark, loadTime: time.Since(started)}
+	idx.publish()
 	idx.used.Store(time.Now().UnixNano())
 	m.indexes[tenant] = idx
 	m.loads.Add(1)
@@ -203,15 +250,13 @@ func (m *memory) run(tenant string, done chan struct{}) {
 }
 
 // evict drops the least recently used other indexes while the nodes and edges held exceed
-// the budget. The caller holds m.mu.
+// the budget. The caller holds m.mu; no index's lock is taken.
 func (m *memory) evict(keep *tenantIndex) {
 	for {
 		var held int64
 		var lru *tenantIndex
 		for _, idx := range m.indexes {
-			idx.mu.RLock()
-			held += int64(len(idx.g.num)) + idx.g.live // live counts the overlay's too
-			idx.mu.RUnlock()
+			held += idx.held.Load()
 			if idx != keep && (lru == nil || idx.used.Load() < lru.used.Load()) {
 				lru = idx
 			}
@@ -234,11 +279,7 @@ func (m *memory) stats() IndexStats {
 	}
 	m.mu.Unlock()
 	for _, idx := range idxs {
-		idx.mu.RLock()
-		g := idx.g
-		st.Tenants = append(st.Tenants, TenantIndexStats{Tenant: idx.tenant, Nodes: len(g.num), Edges: g.live, Overlay: len(g.x),
-			Dead: g.deadCount, Bytes: g.bytes(), LoadTime: idx.loadTime})
-		idx.mu.RUnlock()
+		st.Tenants = append(st.Tenants, *idx.stat.Load())
 	}
 	slices.SortFunc(st.Tenants, func(a, b TenantIndexStats) int { return cmp.Compare(a.Tenant, b.Tenant) })
 	return st
@@ -385,7 +426,9 @@ var errStale = errors.New("the in-memory index must be reloaded")
 // catchUp applies the edge changes committed since the index's watermark. A catch-up that
 // started after the traversal did (another traversal's) already covers it.
 func (idx *tenantIndex) catchUp(ctx context.Context, m *memory, started time.Time) error {
-	idx.syncMu.Lock()
+	if !m.lockWithin(ctx, idx.syncMu.TryLock) {
+		return errBusy
+	}
 	defer idx.syncMu.Unlock()
 	if idx.stale {
 		m.load(idx.tenant, false) // after a failed reload, retried once retryAfter has passed
@@ -438,12 +481,16 @@ func (idx *tenantIndex) catchUp(ctx context.Context, m *memory, started time.Tim
 		return errStale
 	}
 	if len(changed) > 0 {
-		if err := idx.apply(changed); err != nil {
+		rebuild, err := idx.apply(ctx, m, changed)
+		if errors.Is(err, errBusy) {
+			return err // nothing applied: the next catch-up reads these changes again
+		}
+		if err != nil {
 			idx.stale = true
 			m.load(idx.tenant, true)
 			return err
 		}
-		if idx.needsRebuild() {
+		if rebuild {
 			m.load(idx.tenant, true) // this index serves until the new one is ready
 		}
 	}
@@ -454,10 +501,15 @@ func (idx *tenantIndex) catchUp(ctx context.Context, m *memory, started time.Tim
 
 // apply brings the held edges to the rows read: live ones are held, others are not. An
 // edge's ends and type never change and its life only moves forward (live, deleted,
-// gone), so applying a row again, or a newer one, is harmless.
-func (idx *tenantIndex) apply(changed []changedEdge) error {
-	idx.mu.Lock()
+// gone), so applying a row again, or a newer one, is harmless. rebuild reports that the
+// overlay (or the dead edges) grew large enough to be worth a reload into fresh lists.
+// The write lock is taken as memory.lockWait allows (errBusy: nothing applied).
+func (idx *tenantIndex) apply(ctx context.Context, m *memory, changed []changedEdge) (rebuild bool, err error) {
+	if !m.lockWithin(ctx, idx.mu.TryLock) {
+		return false, errBusy
+	}
 	defer idx.mu.Unlock()
+	defer idx.publish()
 	g := idx.g
 	gone := map[int64]bool{}
 	for _, c := range changed {
@@ -467,13 +519,13 @@ func (idx *tenantIndex) apply(changed []changedEdge) error {
 				continue
 			}
 			if c.fcoll == nil || c.tcoll == nil {
-				return fmt.Errorf("edge %d has an end without a node", *c.id)
+				return false, fmt.Errorf("edge %d has an end without a node", *c.id)
 			}
 			typ, ok := g.typeIndex(*c.typ)
 			from, ok1 := g.node(*c.from, *c.fcoll, *c.fdoc)
 			to, ok2 := g.node(*c.to, *c.tcoll, *c.td)
 			if !ok || !ok1 || !ok2 {
-				return errTooLarge
+				return false, errTooLarge
 			}
 			g.add(*c.id, from, to, typ)
 		case c.live != nil:
@@ -485,15 +537,6 @@ func (idx *tenantIndex) apply(changed []changedEdge) error {
 	if len(gone) > 0 {
 		g.removeAll(gone)
 	}
-	return nil
-}
-
-// needsRebuild reports that the overlay (or the dead edges) grew large enough to be worth
-// a reload into fresh lists.
-func (idx *tenantIndex) needsRebuild() bool {
-	idx.mu.RLock()
-	defer idx.mu.RUnlock()
-	g := idx.g
 	limit := max(1<<16, int(g.live/4))
-	return len(g.x) > limit || g.deadCount > limit
+	return len(g.x) > limit || g.deadCount > limit, nil
 }

@@ -549,3 +549,78 @@ func TestMemoryIndexBudgetCountsNodes(t *testing.T) {
 		t.Fatalf("20 nodes and 1 edge over a budget of 10: %+v", st)
 	}
 }
+
+// within waits for f to return, failing the test when it has not within a (generous)
+// bound: what it checks is that f does not wait on a lock held elsewhere.
+func within[T any](t *testing.T, what string, f func() T) T {
+	t.Helper()
+	done := make(chan T, 1)
+	go func() { done <- f() }()
+	timer := time.NewTimer(20 * time.Second)
+	defer timer.Stop()
+	select {
+	case v := <-done:
+		return v
+	case <-timer.C:
+		t.Fatalf("%s did not answer while a traversal held its tenant's index", what)
+		panic("unreachable")
+	}
+}
+
+// TestMemoryIndexHeldDoesNotBlock: while a long traversal holds a tenant's index and an
+// edge write awaits applying, the same tenant's traversals answer (in SQL, the write
+// seen), another tenant's index loads (evicting the held one) and answers, and the
+// stats answer.
+func TestMemoryIndexHeldDoesNotBlock(t *testing.T) {
+	t.Parallel()
+	m := memSetup(t, graph.Config{})
+	ctx, octx := m.ctx, m.As(testworld.Outsider)
+	m.nodes(t, "n", 10)
+	for i := range 4 {
+		m.edge(t, "e", i, i+1, "")
+	}
+	if _, err := m.docs.CollectionCreate(octx, m.Other, doc.CollectionInput{Name: "n"}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := m.docs.DocImport(octx, m.Other, "n", strings.NewReader(`{"id": "0", "data": {}}`+"\n"+`{"id": "1", "data": {}}`+"\n"),
+		doc.ImportOptions{Envelopes: true}); err != nil || rep.Imported != 2 {
+		t.Fatalf("import %+v %v", rep, err)
+	}
+	if _, err := m.g.EdgeCreate(octx, m.Other, graph.EdgeInput{Type: "e", From: ref("n", 0), To: ref("n", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	g := graph.New(m.Pool, m.Auth, m.docs, m.Feed, m.Listener, graph.Config{MemoryEdges: 11})
+	graph.SetIndexWait(g, time.Minute)
+	if got := reached(t, g, ctx, m.Tenant, ref("n", 0)); got != chain("n", 1, 4) {
+		t.Fatalf("reached %q", got)
+	}
+	wantMemory(t, g)
+	release, ok := graph.HoldIndexRead(g, m.Tenant)
+	if !ok {
+		t.Fatal("the tenant's index is not loaded")
+	}
+	held := true
+	defer func() {
+		if held {
+			release()
+		}
+	}()
+	m.edge(t, "e", 4, 5, "")
+	for range 3 {
+		if got := within(t, "the same tenant's traversal", func() string { return reached(t, g, ctx, m.Tenant, ref("n", 0)) }); got != chain("n", 1, 5) {
+			t.Fatalf("while held: reached %q", got)
+		}
+	}
+	if got := within(t, "another tenant's traversal", func() string { return reached(t, g, octx, m.Other, ref("n", 0)) }); got != "n/1" {
+		t.Fatalf("the other tenant: reached %q", got)
+	}
+	st := within(t, "IndexStats", g.IndexStats)
+	if st.Fallbacks != 3 || st.Loads != 2 {
+		t.Fatalf("while held: %+v", st)
+	}
+	release()
+	held = false
+	if got := reached(t, g, ctx, m.Tenant, ref("n", 0)); got != chain("n", 1, 5) {
+		t.Fatalf("released: reached %q", got)
+	}
+}

@@ -98,18 +98,50 @@ type memWalk struct {
 
 // memWalkOf returns an in-memory walk for v when v can be answered from memory — the
 // graph as it is now (no as_of), without document or edge filters — and the tenant's
-// index is loaded and caught up; nil otherwise. The caller calls release when done with
-// the walk and everything it returned.
-func (s *Store) memWalkOf(ctx context.Context, v *view) (w *memWalk, release func(), err error) {
+// index is loaded, caught up and can be read-locked within memory.lockWait; nil otherwise
+// (the traversal uses SQL: memWalkOf never fails one). The caller calls release when done
+// with the walk and everything it returned.
+func (s *Store) memWalkOf(ctx context.Context, v *view) (w *memWalk, release func()) {
 	if !v.o.AsOf.IsZero() || v.nodeExpr != nil || v.edgeExpr != nil {
-		return nil, nil, nil
+		return nil, nil
 	}
-	idx, release := s.mem.acquire(ctx, v.tenant)
+	m := s.mem
+	idx := m.acquire(ctx, v.tenant)
 	if idx == nil {
-		return nil, nil, nil
+		return nil, nil
 	}
+	// The collections' names are read before the lock is taken (collection ids are never
+	// renamed nor reused); should a catch-up number another collection meanwhile, again.
+	for range 3 {
+		colls := *idx.colls.Load()
+		ids := make(map[int64]string, len(colls))
+		for i, id := range colls {
+			ids[int64(i)] = id
+		}
+		names, err := s.collectionNames(ctx, v.tenant, ids)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("graph: naming the in-memory index's collections failed; traversing in SQL", "tenant", v.tenant, "err", err)
+			}
+			break
+		}
+		if !m.lockWithin(ctx, idx.mu.TryRLock) {
+			break
+		}
+		if g := idx.g; len(g.colls) == len(colls) {
+			m.traversals.Add(1)
+			return idx.walk(v, names), idx.mu.RUnlock
+		}
+		idx.mu.RUnlock()
+	}
+	m.fallbacks.Add(1)
+	return nil, nil
+}
+
+// walk returns a walk for v over the read-locked index, with the names of its collections.
+func (idx *tenantIndex) walk(v *view, names map[string]string) *memWalk {
 	g := idx.g
-	w = &memWalk{idx: idx, g: g}
+	w := &memWalk{idx: idx, g: g}
 	if v.w.types != nil {
 		w.types = make([]bool, len(g.types))
 		for i, id := range g.types {
@@ -122,21 +154,11 @@ func (s *Store) memWalkOf(ctx context.Context, v *view) (w *memWalk, release fun
 			w.colls[i] = slices.Contains(v.allowed, id)
 		}
 	}
-	// Collection ids are never renamed nor reused: their names can be taken now.
-	ids := map[int64]string{}
-	for i, id := range g.colls {
-		ids[int64(i)] = id
-	}
-	names, err := s.collectionNames(ctx, v.tenant, ids)
-	if err != nil {
-		release()
-		return nil, nil, err
-	}
 	w.names = make([]string, len(g.colls))
 	for i, id := range g.colls {
 		w.names[i] = names[id]
 	}
-	return w, release, nil
+	return w
 }
 
 // sortNodes sorts dense indexes by node number. A large set of nodes numbered in order is
@@ -171,18 +193,14 @@ func (s *Store) memWalkWhile(ctx context.Context, v *view, use bool, lookup func
 	type walked struct {
 		w       *memWalk
 		release func()
-		err     error
 	}
 	done := make(chan walked, 1)
 	go func() {
-		w, release, err := s.memWalkOf(ctx, v)
-		done <- walked{w, release, err}
+		w, release := s.memWalkOf(ctx, v)
+		done <- walked{w, release}
 	}()
 	err := lookup()
 	m := <-done
-	if err == nil {
-		err = m.err
-	}
 	if err != nil {
 		if m.release != nil {
 			m.release()
