@@ -9,6 +9,9 @@ func SetIndexWait(s *Store, d time.Duration) { s.mem.wait = d }
 // SetMaxCatchUp sets the most changed edges a catch-up applies before the index reloads.
 func SetMaxCatchUp(s *Store, n int) { s.mem.maxCatchUp = n }
 
+// SetReloadWait sets the first pause between reloads of a tenant's index.
+func SetReloadWait(s *Store, d time.Duration) { s.mem.reloadWait = d }
+
 // Loading reports whether a load of the tenant's index is under way.
 func Loading(s *Store, tenant string) bool {
 	s.mem.mu.Lock()

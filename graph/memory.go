@@ -64,13 +64,15 @@ type memory struct {
 	s          *Store
 	budget     int64         // nodes plus edges held at most, across tenants; ≤ 0: disabled
 	wait       time.Duration // how long a traversal waits for a load before using SQL
-	maxCatchUp int           // the most changed edges a catch-up applies; past it, the index reloads
+	maxCatchUp int           // the fewest changed edges a catch-up may apply; past its limit, the index reloads
 	lockWait   time.Duration // how long a traversal waits for an index's locks before using SQL
+	reloadWait time.Duration // the first pause between reloads of a tenant; it doubles, to retryAfter
 
 	mu      sync.Mutex
 	indexes map[string]*tenantIndex
 	loading map[string]chan struct{} // closed when the load ends
 	refused map[string]time.Time     // tenants whose load failed or did not fit, and when
+	reloads map[string]reloadState   // tenants reloaded lately
 
 	traversals, fallbacks, loads, loadFailures atomic.Int64
 }
@@ -78,10 +80,17 @@ type memory struct {
 // retryAfter is how long a tenant whose load failed or did not fit waits for another try.
 const retryAfter = 5 * time.Minute
 
+// reloadState is when a tenant's last reload started and how long the next one waits.
+type reloadState struct {
+	at   time.Time
+	wait time.Duration
+}
+
 func newMemory(s *Store, budget int64) *memory {
 	return &memory{s: s, budget: budget, wait: 100 * time.Millisecond, maxCatchUp: 100_000,
-		lockWait: 50 * time.Millisecond,
-		indexes:  map[string]*tenantIndex{}, loading: map[string]chan struct{}{}, refused: map[string]time.Time{}}
+		lockWait: 50 * time.Millisecond, reloadWait: time.Second,
+		indexes: map[string]*tenantIndex{}, loading: map[string]chan struct{}{}, refused: map[string]time.Time{},
+		reloads: map[string]reloadState{}}
 }
 
 // tenantIndex is one tenant's index.
@@ -201,16 +210,32 @@ func (m *memory) drop(idx *tenantIndex) {
 }
 
 // load starts loading a tenant's index in the background, unless it is loading already
-// (or refused lately; reload ignores that), and returns a channel closed when it ends, or
-// nil. The index in service, if any, serves until the new one replaces it.
+// or was refused lately (a reload, of an index in service, also waits for the tenant's
+// last reload to be long enough ago: a second after the first, then twice as long each
+// time, to retryAfter), and returns a channel closed when it ends, or nil. The index in
+// service, if any, serves until the new one replaces it.
 func (m *memory) load(tenant string, reload bool) <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if ch, ok := m.loading[tenant]; ok {
 		return ch
 	}
-	if at, ok := m.refused[tenant]; ok && !reload && time.Since(at) < retryAfter {
+	if at, ok := m.refused[tenant]; ok && time.Since(at) < retryAfter {
 		return nil
+	}
+	if reload {
+		r := m.reloads[tenant]
+		since := time.Since(r.at)
+		if since < r.wait {
+			return nil
+		}
+		switch {
+		case r.wait == 0 || since > 2*r.wait:
+			r.wait = m.reloadWait // quiet for a while: start over
+		default:
+			r.wait = min(2*r.wait, retryAfter)
+		}
+		m.reloads[tenant] = reloadState{at: time.Now(), wait: r.wait}
 	}
 	ch := make(chan struct{})
 	m.loading[tenant] = ch
@@ -392,15 +417,19 @@ func int8Of(fd pgconn.FieldDescription, b []byte) (int64, error) {
 // whether the tenant still exists, and the current row of every edge the tenant's feed
 // changed after position $2 or has committed without a position yet (up to $3 of them),
 // with its ends' names when it is live. Positions are given in commit order, so every
-// change at or below last is in this snapshot: last becomes the watermark.
+// change at or below last is in this snapshot: last becomes the watermark. The keys read
+// are bounded before they are made distinct (4 × $3): past that, over is true.
 const catchUpSQL = `WITH c AS (
 		SELECT key, keys FROM changes WHERE tenant_id = $1 AND position > $2 AND kind = 'edge'
 		UNION ALL
 		SELECT key, keys FROM changes WHERE position IS NULL AND tenant_id = $1 AND kind = 'edge'
+	), raw AS MATERIALIZED (
+		SELECT k.id FROM c, unnest(coalesce(c.keys, ARRAY[c.key])) AS k(id) LIMIT 4 * $3::bigint
 	), ids AS (
-		SELECT DISTINCT k.id::bigint AS id FROM c, unnest(coalesce(c.keys, ARRAY[c.key])) AS k(id) LIMIT $3
+		SELECT DISTINCT id::bigint AS id FROM raw LIMIT $3
 	)
 	SELECT s.last, s.pruned_through, EXISTS (SELECT 1 FROM tenants t WHERE t.id = $1),
+		(SELECT count(*) FROM raw) >= 4 * $3::bigint,
 		i.id, e.type_id, e.from_node, e.to_node, CASE WHEN e.id IS NOT NULL THEN e.deleted_at IS NULL END, fn.collection_id::text, fn.doc_id, tn.collection_id::text, tn.doc_id
 	FROM change_sequence s LEFT JOIN (ids i
 		LEFT JOIN graph_edges e ON e.id = i.id AND e.tenant_id = $1
@@ -431,7 +460,7 @@ func (idx *tenantIndex) catchUp(ctx context.Context, m *memory, started time.Tim
 	}
 	defer idx.syncMu.Unlock()
 	if idx.stale {
-		m.load(idx.tenant, false) // after a failed reload, retried once retryAfter has passed
+		m.load(idx.tenant, true) // retried as the reload backoff allows
 		return errStale
 	}
 	if idx.syncStarted.After(started) {
@@ -450,15 +479,19 @@ func (idx *tenantIndex) catchUp(ctx context.Context, m *memory, started time.Tim
 		idx.syncStarted = syncStarted
 		return nil
 	}
-	rows, err := m.s.pool.Query(ctx, catchUpSQL, idx.tenant, idx.watermark, m.maxCatchUp+1)
+	// A large index takes as many changes as a quarter of what it holds: reloading it
+	// costs more (and a fresh one meets the changes made while it loaded).
+	limit := max(m.maxCatchUp, int(idx.held.Load()/4))
+	rows, err := m.s.pool.Query(ctx, catchUpSQL, idx.tenant, idx.watermark, limit+1)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	var changed []changedEdge
+	var over bool
 	for rows.Next() {
 		var c changedEdge
-		if err := rows.Scan(&last, &pruned, &exists, &c.id, &c.typ, &c.from, &c.to, &c.live, &c.fcoll, &c.fdoc, &c.tcoll, &c.td); err != nil {
+		if err := rows.Scan(&last, &pruned, &exists, &over, &c.id, &c.typ, &c.from, &c.to, &c.live, &c.fcoll, &c.fdoc, &c.tcoll, &c.td); err != nil {
 			rows.Close()
 			return err
 		}
@@ -473,7 +506,7 @@ func (idx *tenantIndex) catchUp(ctx context.Context, m *memory, started time.Tim
 	case !exists:
 		m.drop(idx)
 		return errors.New("the tenant is gone")
-	case pruned > idx.watermark || len(changed) > m.maxCatchUp:
+	case pruned > idx.watermark || over || len(changed) > limit:
 		// Changes may have been pruned from the feed unseen, or are too many to apply
 		// one by one: load afresh (traversals use SQL meanwhile).
 		idx.stale = true

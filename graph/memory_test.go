@@ -372,6 +372,7 @@ func TestMemoryIndexReloads(t *testing.T) {
 	m := memSetup(t, graph.Config{})
 	ctx := m.ctx
 	graph.SetMaxCatchUp(m.g, 5)
+	graph.SetReloadWait(m.g, 0)
 	m.nodes(t, "n", 30)
 	m.edge(t, "e", 0, 1, "")
 	if got := reached(t, m.g, ctx, m.Tenant, ref("n", 0)); got != "n/1" {
@@ -622,5 +623,43 @@ func TestMemoryIndexHeldDoesNotBlock(t *testing.T) {
 	held = false
 	if got := reached(t, g, ctx, m.Tenant, ref("n", 0)); got != chain("n", 1, 5) {
 		t.Fatalf("released: reached %q", got)
+	}
+}
+
+// TestMemoryIndexReloadBackoff: an index that goes stale soon after a reload is not
+// reloaded again at once: its traversals use SQL (rightly) until the pause has passed.
+func TestMemoryIndexReloadBackoff(t *testing.T) {
+	t.Parallel()
+	m := memSetup(t, graph.Config{})
+	ctx := m.ctx
+	graph.SetMaxCatchUp(m.g, 5)
+	graph.SetReloadWait(m.g, time.Hour)
+	m.nodes(t, "n", 60)
+	m.edge(t, "e", 0, 1, "")
+	if got := reached(t, m.g, ctx, m.Tenant, ref("n", 0)); got != "n/1" {
+		t.Fatalf("reached %q", got)
+	}
+	imp := func(from, to int) {
+		var lines strings.Builder
+		for i := from; i < to; i++ {
+			fmt.Fprintf(&lines, `{"type": "e", "from": "n/%d", "to": "n/%d"}`+"\n", i, i+1)
+		}
+		if rep, err := m.g.EdgeImport(ctx, m.Tenant, strings.NewReader(lines.String()), graph.ImportOptions{}); err != nil || rep.Failed > 0 {
+			t.Fatalf("import %+v %v", rep, err)
+		}
+	}
+	imp(1, 20)
+	if got := reached(t, m.g, ctx, m.Tenant, ref("n", 0)); got != chain("n", 1, 20) {
+		t.Fatalf("after the import: reached %q", got)
+	}
+	waitLoads(t, m.g, 2) // the first reload is not held back
+	imp(20, 50)
+	for range 3 {
+		if got := reached(t, m.g, ctx, m.Tenant, ref("n", 0)); got != chain("n", 1, 50) {
+			t.Fatalf("after the second import: reached %q", got)
+		}
+		if st := m.g.IndexStats(); graph.Loading(m.g, m.Tenant) || st.Loads != 2 {
+			t.Fatalf("reloading again at once: %+v", st)
+		}
 	}
 }
