@@ -200,12 +200,13 @@ func (m *memory) get(tenant string) *tenantIndex {
 	return m.indexes[tenant]
 }
 
-// drop forgets a tenant's index.
+// drop forgets a tenant's index (the tenant is gone), and its reloads.
 func (m *memory) drop(idx *tenantIndex) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.indexes[idx.tenant] == idx {
 		delete(m.indexes, idx.tenant)
+		delete(m.reloads, idx.tenant)
 	}
 }
 
