@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stratadb/strata/graph"
 	"github.com/stratadb/strata/internal/graphgen"
@@ -43,6 +44,23 @@ func BenchmarkNeighbourhood3Hop(b *testing.B) {
 	found := 0
 	for b.Loop() {
 		r, err := e.g.Neighbourhood(e.ctx, e.Tenant, ref("n", rng.IntN(len(adj))), graph.Options{MaxDepth: 3, Limit: 1_000_000})
+		if err != nil {
+			b.Fatal(err)
+		}
+		found += len(r.Nodes)
+	}
+	b.ReportMetric(float64(found)/float64(b.N), "nodes/op")
+}
+
+// BenchmarkNeighbourhood4HopMemory is the 4-hop neighbourhood of a random node of a
+// 100,000-node power-law graph from the in-memory index.
+func BenchmarkNeighbourhood4HopMemory(b *testing.B) {
+	e, adj := benchGraph(b, 100000, 5)
+	graph.SetIndexWait(e.g, time.Minute)
+	rng := rand.New(rand.NewPCG(3, 4))
+	found := 0
+	for b.Loop() {
+		r, err := e.g.Neighbourhood(e.ctx, e.Tenant, ref("n", rng.IntN(len(adj))), graph.Options{MaxDepth: 4, Limit: 1_000_000})
 		if err != nil {
 			b.Fatal(err)
 		}

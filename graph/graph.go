@@ -2,12 +2,14 @@
 // them: neighbours, k-hop neighbourhoods, shortest paths (breadth-first from both ends, or
 // weighted), all simple paths, dependents and dependencies, subgraphs and degrees.
 //
-// Edges live in one table with an index per direction, and every traversal walks it
-// breadth-first one level per query, keeping the visited set in Go: each node is visited
-// once, so cycles cost nothing and the work grows with the nodes reached, not with the
-// paths between them (the common recursive-CTE formulation enumerates paths, which grows
-// exponentially with depth). Every traversal is bounded by depth, by result count and by a
-// time budget.
+// Edges live in one table with an index per direction. Traversals of the current graph
+// run over an in-memory adjacency index per tenant, derived from that table and caught up
+// from the change feed before each traversal (memory.go); the others (as of a time, with
+// filters or weights) walk the table breadth-first one level per query. Either way each
+// node is visited once, so cycles cost nothing and the work grows with the nodes reached,
+// not with the paths between them (the common recursive-CTE formulation enumerates paths,
+// which grows exponentially with depth). Every traversal is bounded by depth, by result
+// count and by a time budget.
 //
 // Permissions: writing an edge needs write on "graph:<type>" and read on both documents'
 // collections; declaring types needs admin on "graph:<type>". A traversal follows only the
@@ -101,6 +103,14 @@ type Config struct {
 	MaxPropsBytes int
 	// SnapshotEvery keeps full properties in history every this many versions. Default 32.
 	SnapshotEvery int
+	// MemoryEdges bounds the nodes plus edges this process holds in its in-memory adjacency
+	// indexes, across tenants (about 40 bytes an edge, 30 a node). A tenant's nodes count
+	// whether or not they have live edges. A tenant's index loads on its first traversal
+	// that can use it; a tenant with more nodes and edges than this is traversed in SQL
+	// (its load stops as soon as it passes the budget), and the least recently used indexes
+	// make way for a new one. Default 20,000,000; negative disables the indexes (every
+	// traversal runs in SQL).
+	MemoryEdges int64
 	// Logger receives background-work warnings. Nil is quiet.
 	Logger *slog.Logger
 }
@@ -114,6 +124,7 @@ type Store struct {
 	listener *db.Listener
 	cfg      Config
 	log      *slog.Logger
+	mem      *memory
 
 	mu        sync.Mutex
 	types     map[string]*typeSet // tenant → its edge types
@@ -128,8 +139,10 @@ func New(pool *pgxpool.Pool, a *auth.Service, docs *doc.Store, f *feed.Feed, lis
 	cfg.TimeBudget = cmp.Or(cfg.TimeBudget, 10*time.Second)
 	cfg.MaxPropsBytes = cmp.Or(cfg.MaxPropsBytes, 64<<10)
 	cfg.SnapshotEvery = cmp.Or(cfg.SnapshotEvery, 32)
+	cfg.MemoryEdges = cmp.Or(cfg.MemoryEdges, 20_000_000)
 	s := &Store{pool: pool, auth: a, docs: docs, feed: f, listener: listener, cfg: cfg,
 		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)), types: map[string]*typeSet{}, collNames: map[string]string{}}
+	s.mem = newMemory(s, cfg.MemoryEdges)
 	docs.OnDelete(cascade)
 	listener.Handle(typesChannel, func(tenant string) { s.forgetTypes(tenant) })
 	listener.OnReset(func() { s.forgetTypes("") })

@@ -54,13 +54,19 @@ func (s *Store) ShortestPath(ctx context.Context, tenant string, from, to NodeRe
 		w := filter.PathSQL("e.props", p)
 		v.w.weight = "CASE WHEN jsonb_typeof(" + w + ") = 'number' THEN (" + w + ")::float8 ELSE 1 END"
 	}
-	a, err := s.start(ctx, tenant, from, "query.from", o.AsOf)
+	var a, b int64
+	mw, release, err := s.memWalkWhile(ctx, v, weight == "", func() (err error) {
+		if a, err = s.start(ctx, tenant, from, "query.from", o.AsOf); err != nil {
+			return err
+		}
+		b, err = s.start(ctx, tenant, to, "query.to", o.AsOf)
+		return err
+	})
 	if err != nil {
 		return PathResult{}, err
 	}
-	b, err := s.start(ctx, tenant, to, "query.to", o.AsOf)
-	if err != nil {
-		return PathResult{}, err
+	if mw != nil {
+		defer release()
 	}
 	if a == 0 || b == 0 {
 		if from == to {
@@ -71,9 +77,12 @@ func (s *Store) ShortestPath(ctx context.Context, tenant string, from, to NodeRe
 	var found *walk
 	partial, err := s.traverse(ctx, o, func(ctx context.Context) error {
 		var err error
-		if weight != "" {
+		switch {
+		case weight != "":
 			found, err = v.w.cheapest(ctx, a, b, o.Direction, s.cfg.MaxResults)
-		} else {
+		case mw != nil:
+			found, err = mw.shortestOf(ctx, a, b, o.Direction, o.MaxDepth)
+		default:
 			found, err = v.w.shortest(ctx, a, b, o.Direction, o.MaxDepth)
 		}
 		return err
@@ -81,7 +90,12 @@ func (s *Store) ShortestPath(ctx context.Context, tenant string, from, to NodeRe
 	if err != nil || partial || found == nil {
 		return PathResult{Partial: partial}, err
 	}
-	refs, err := s.refs(ctx, s.pool, tenant, found.nodes)
+	var refs map[int64]NodeRef
+	if mw != nil {
+		refs, err = s.memRefs(ctx, tenant, mw, found)
+	} else {
+		refs, err = s.refs(ctx, s.pool, tenant, found.nodes)
+	}
 	if err != nil {
 		return PathResult{}, err
 	}
@@ -274,13 +288,19 @@ func (s *Store) AllPaths(ctx context.Context, tenant string, from, to NodeRef, o
 	if err != nil {
 		return PathsResult{}, err
 	}
-	a, err := s.start(ctx, tenant, from, "query.from", o.AsOf)
+	var a, b int64
+	mw, release, err := s.memWalkWhile(ctx, v, true, func() (err error) {
+		if a, err = s.start(ctx, tenant, from, "query.from", o.AsOf); err != nil {
+			return err
+		}
+		b, err = s.start(ctx, tenant, to, "query.to", o.AsOf)
+		return err
+	})
 	if err != nil {
 		return PathsResult{}, err
 	}
-	b, err := s.start(ctx, tenant, to, "query.to", o.AsOf)
-	if err != nil {
-		return PathsResult{}, err
+	if mw != nil {
+		defer release()
 	}
 	res := PathsResult{Paths: []Path{}}
 	if a == 0 || b == 0 {
@@ -289,19 +309,33 @@ func (s *Store) AllPaths(ctx context.Context, tenant string, from, to NodeRef, o
 	var walks []walk
 	res.Partial, err = s.traverse(ctx, o, func(ctx context.Context) error {
 		var err error
-		walks, res.Truncated, err = v.w.allPaths(ctx, a, b, o.Direction, o.MaxDepth, o.Limit, s.cfg.MaxResults)
+		if mw != nil {
+			walks, res.Truncated, err = mw.allPathsOf(ctx, a, b, o.Direction, o.MaxDepth, o.Limit, s.cfg.MaxResults)
+		} else {
+			walks, res.Truncated, err = v.w.allPaths(ctx, a, b, o.Direction, o.MaxDepth, o.Limit, s.cfg.MaxResults)
+		}
 		return err
 	})
 	if err != nil {
 		return PathsResult{}, err
 	}
-	var need []int64
-	for _, w := range walks {
-		need = append(need, w.nodes...)
-	}
-	refs, err := s.refs(ctx, s.pool, tenant, need)
-	if err != nil {
-		return PathsResult{}, err
+	var refs map[int64]NodeRef
+	if mw != nil {
+		ws := make([]*walk, len(walks))
+		for i := range walks {
+			ws[i] = &walks[i]
+		}
+		if refs, err = s.memRefs(ctx, tenant, mw, ws...); err != nil {
+			return PathsResult{}, err
+		}
+	} else {
+		var need []int64
+		for _, w := range walks {
+			need = append(need, w.nodes...)
+		}
+		if refs, err = s.refs(ctx, s.pool, tenant, need); err != nil {
+			return PathsResult{}, err
+		}
 	}
 	for _, w := range walks {
 		res.Paths = append(res.Paths, *v.path(refs, w.nodes, w.edges, w.types))

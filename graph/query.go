@@ -261,12 +261,25 @@ func (s *Store) Degree(ctx context.Context, tenant string, node NodeRef, o Optio
 	if o.Filter != "" || o.EdgeFilter != "" {
 		return Degree{}, problem.Invalid("invalid_request", "degree counts take types and collections, not filters")
 	}
-	start, err := s.start(ctx, tenant, node, "path.node", o.AsOf)
+	var start int64
+	mw, release, err := s.memWalkWhile(ctx, v, true, func() (err error) {
+		start, err = s.start(ctx, tenant, node, "path.node", o.AsOf)
+		return err
+	})
 	if err != nil {
 		return Degree{}, err
 	}
+	if mw != nil {
+		defer release()
+	}
 	d := Degree{Out: map[string]int64{}, In: map[string]int64{}}
 	if start == 0 {
+		return d, nil
+	}
+	if mw != nil {
+		if u, ok := mw.g.dense(start); ok {
+			return d, mw.degree(ctx, v, u, &d)
+		}
 		return d, nil
 	}
 	for _, dir := range []Direction{Out, In} {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stratadb/strata/graph"
 )
@@ -139,20 +140,48 @@ func (h *refHeap) Pop() any {
 }
 
 // TestAgainstReference builds random graphs (cycles, self-loops, parallel edges, two
-// types, deleted edges) and checks every query against the reference implementation.
+// types, deleted edges) and checks every query against the reference implementation, on
+// the SQL walker and on the in-memory index.
 func TestAgainstReference(t *testing.T) {
 	t.Parallel()
-	for seed := uint64(1); seed <= 3; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			t.Parallel()
-			checkRandomGraph(t, seed)
-		})
+	for _, mode := range []string{"sql", "memory"} {
+		for seed := uint64(1); seed <= 3; seed++ {
+			t.Run(fmt.Sprint(mode, seed), func(t *testing.T) {
+				t.Parallel()
+				checkRandomGraph(t, seed, mode == "memory")
+			})
+		}
 	}
 }
 
-func checkRandomGraph(t *testing.T, seed uint64) {
+// setupMode is setup with the traversals on the SQL walker only, or on the in-memory index
+// (whose load every traversal waits for).
+func setupMode(t testing.TB, cfg graph.Config, memory bool) *env {
+	t.Helper()
+	if !memory {
+		cfg.MemoryEdges = -1
+	}
+	e := setup(t, cfg)
+	if memory {
+		graph.SetIndexWait(e.g, time.Minute)
+	}
+	return e
+}
+
+// wantMemory checks that every traversal of g ran in memory, and some did.
+func wantMemory(t testing.TB, g *graph.Store) {
+	t.Helper()
+	if st := g.IndexStats(); st.Traversals == 0 || st.Fallbacks > 0 {
+		t.Errorf("in-memory index: %d traversals, %d fallbacks to SQL", st.Traversals, st.Fallbacks)
+	}
+}
+
+func checkRandomGraph(t *testing.T, seed uint64, memory bool) {
 	rng := rand.New(rand.NewPCG(seed, 42))
-	e := setup(t, graph.Config{})
+	e := setupMode(t, graph.Config{}, memory)
+	if memory {
+		defer wantMemory(t, e.g)
+	}
 	const nodes, edges = 30, 75
 	e.nodes(t, "n", nodes)
 	ctx := e.ctx
@@ -168,9 +197,19 @@ func checkRandomGraph(t *testing.T, seed uint64) {
 		specs = append(specs, s)
 		fmt.Fprintf(&lines, `{"type": %q, "from": "n/%d", "to": {"collection": "n", "id": "%d"}, "props": {"w": %d}}`+"\n", s.typ, s.from, s.to, s.w)
 	}
-	rep, err := e.g.EdgeImport(ctx, e.Tenant, strings.NewReader(lines.String()), graph.ImportOptions{})
-	if err != nil || rep.Imported != edges {
-		t.Fatalf("import: %+v %v", rep, err)
+	// Two imports, with a traversal between them that loads the in-memory index: the
+	// second import and the deletions reach it through the feed (its overlay).
+	all := strings.SplitAfter(strings.TrimSuffix(lines.String(), "\n"), "\n")
+	for i, part := range [][]string{all[:edges/2], all[edges/2:]} {
+		rep, err := e.g.EdgeImport(ctx, e.Tenant, strings.NewReader(strings.Join(part, "")), graph.ImportOptions{})
+		if err != nil || rep.Imported != int64(len(part)) {
+			t.Fatalf("import: %+v %v", rep, err)
+		}
+		if i == 0 {
+			if _, err := e.g.Neighbourhood(ctx, e.Tenant, graph.NodeRef{Collection: "n", ID: strconv.Itoa(specs[0].from)}, graph.Options{}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	// Edge ids follow the lines.
 	rows, err := e.Pool.Query(ctx, `SELECT id FROM graph_edges ORDER BY id`)

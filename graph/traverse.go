@@ -323,13 +323,23 @@ func (s *Store) reach(ctx context.Context, tenant string, from NodeRef, o Option
 	if err != nil {
 		return Result{}, err
 	}
-	start, err := s.start(ctx, tenant, from, "path.node", o.AsOf)
+	var start int64
+	mw, release, err := s.memWalkWhile(ctx, v, true, func() (err error) {
+		start, err = s.start(ctx, tenant, from, "path.node", o.AsOf)
+		return err
+	})
 	if err != nil {
 		return Result{}, err
 	}
 	res := Result{Nodes: []Node{}}
+	if mw != nil {
+		defer release()
+	}
 	if start == 0 {
 		return res, nil
+	}
+	if mw != nil {
+		return s.reachMemory(ctx, v, mw, start)
 	}
 	var r *bfsResult
 	res.Partial, err = s.traverse(ctx, o, func(ctx context.Context) error {
@@ -353,6 +363,37 @@ func (s *Store) reach(ctx context.Context, tenant string, from NodeRef, o Option
 			node.Path = v.path(refs, nodes, edges, types)
 		}
 		res.Nodes = append(res.Nodes, node)
+	}
+	return res, nil
+}
+
+// reachMemory is reach over the in-memory index.
+func (s *Store) reachMemory(ctx context.Context, v *view, mw *memWalk, start int64) (Result, error) {
+	o := v.o
+	res := Result{Nodes: []Node{}}
+	a, ok := mw.g.dense(start)
+	if !ok {
+		return res, nil // no live edges
+	}
+	var r *memBFS
+	var err error
+	res.Partial, err = s.traverse(ctx, o, func(ctx context.Context) error {
+		var err error
+		r, err = mw.bfs(ctx, a, o.Direction, o.MaxDepth, o.Limit, o.Paths)
+		return err
+	})
+	if r != nil {
+		defer mw.idx.putSet(r.vs)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	res.Truncated = r.truncated
+	res.Nodes = mw.nodesOf(r.order, r.ends)
+	if o.Paths {
+		for i, n := range r.order {
+			res.Nodes[i].Path = mw.path(v, r.vs, n)
+		}
 	}
 	return res, nil
 }

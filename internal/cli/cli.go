@@ -218,7 +218,14 @@ func (e *env) graphConfig() (graph.Config, error) {
 	if err != nil || budget == 0 {
 		return graph.Config{}, settingError("graph-time-budget", "%q is not a positive duration such as 10s", e.vals.str("graph-time-budget"))
 	}
-	return graph.Config{MaxDepth: depth, MaxResults: results, TimeBudget: budget}, nil
+	memEdges, err := e.vals.wholeInt("graph-memory-edges")
+	if err != nil {
+		return graph.Config{}, err
+	}
+	if memEdges <= 0 {
+		memEdges = -1 // graph.Config reads 0 as its default
+	}
+	return graph.Config{MaxDepth: depth, MaxResults: results, TimeBudget: budget, MemoryEdges: memEdges}, nil
 }
 
 // printAdmin shows the first administrator's generated password, once, on stderr (not in

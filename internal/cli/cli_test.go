@@ -110,6 +110,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "--http-addr", "nonsense"}, "--http-addr (STRATA_HTTP_ADDR): \"nonsense\" is not host:port"},
 		{[]string{"serve", "--database-wait", "soon"}, "--database-wait (STRATA_DATABASE_WAIT)"},
 		{[]string{"serve", "--log-level", "loud"}, "--log-level (STRATA_LOG_LEVEL)"},
+		{[]string{"serve", "--graph-memory-edges", "lots"}, "--graph-memory-edges (STRATA_GRAPH_MEMORY_EDGES): \"lots\" is not a whole number"},
 		{[]string{"config", "--config", badFile}, `unknown setting "htp-addr"`},
 		{[]string{"migrate"}, "up or status"},
 	}

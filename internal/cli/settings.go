@@ -47,6 +47,7 @@ var settings = []setting{
 	{name: "graph-max-depth", env: "STRATA_GRAPH_MAX_DEPTH", def: "100", usage: "the deepest a graph traversal may go"},
 	{name: "graph-max-results", env: "STRATA_GRAPH_MAX_RESULTS", def: "100000", usage: "the most nodes or paths a graph traversal may return"},
 	{name: "graph-time-budget", env: "STRATA_GRAPH_TIME_BUDGET", def: "10s", usage: "how long a graph traversal may run before it answers 422 (or partial results)"},
+	{name: "graph-memory-edges", env: "STRATA_GRAPH_MEMORY_EDGES", def: "20000000", usage: "the most graph nodes plus edges this node holds in its in-memory traversal indexes, across tenants; 0 disables them"},
 	{name: "log-level", env: "STRATA_LOG_LEVEL", def: "info", usage: "debug, info, warn or error"},
 	{name: "log-format", env: "STRATA_LOG_FORMAT", def: "auto", usage: "text, json, or auto (text on a terminal, JSON otherwise)"},
 	// Device readings (series); read by seriesConfig in series.go.
@@ -193,6 +194,14 @@ func (v *values) positiveInt(name string) (int, error) {
 	n, err := strconv.Atoi(v.v[name])
 	if err != nil || n <= 0 {
 		return 0, settingError(name, "%q is not a positive whole number", v.v[name])
+	}
+	return n, nil
+}
+
+func (v *values) wholeInt(name string) (int64, error) {
+	n, err := strconv.ParseInt(v.v[name], 10, 64)
+	if err != nil {
+		return 0, settingError(name, "%q is not a whole number", v.v[name])
 	}
 	return n, nil
 }
