@@ -586,24 +586,19 @@ func (w *memWalk) allPaths(ctx context.Context, a, b int32, dir Direction, maxDe
 	}
 	// A node's way on: its hops into nodes the search expanded (b, and every node it
 	// entered but a), by node number then edge, as the SQL walker sorts them.
-	type step struct {
-		to   int32
-		edge int64
-		typ  uint16
-	}
-	adj := map[int32][]step{}
-	stepsOf := func(u int32) ([]step, error) {
+	adj := map[int32][]pathStep[int32]{}
+	stepsOf := func(u int32) ([]pathStep[int32], error) {
 		if st, ok := adj[u]; ok {
 			return st, nil
 		}
-		st := []step{}
+		st := []pathStep[int32]{}
 		err := w.each(ctx, []int32{u}, dir, func(_ int32, h *mhop) bool {
 			if x := h.nbr; x != a && dist.seen(x) && !dist.v[x].denied {
-				st = append(st, step{to: x, edge: h.eid, typ: h.typ})
+				st = append(st, pathStep[int32]{to: x, edge: h.eid, typ: g.types[h.typ]})
 			}
 			return true
 		})
-		slices.SortFunc(st, func(x, y step) int {
+		slices.SortFunc(st, func(x, y pathStep[int32]) int {
 			if x.to != y.to {
 				return cmp.Compare(g.num[x.to], g.num[y.to])
 			}
@@ -612,55 +607,9 @@ func (w *memWalk) allPaths(ctx context.Context, a, b int32, dir Direction, maxDe
 		adj[u] = st
 		return st, err
 	}
-	var out []walk
-	onPath := map[int32]bool{a: true}
-	path := walk{nodes: []int64{g.num[a]}}
-	var dfs func(u int32, length int) error
-	dfs = func(u int32, length int) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		steps, err := stepsOf(u)
-		if err != nil {
-			return err
-		}
-		for _, h := range steps {
-			if onPath[h.to] || len(path.edges)+1+int(dist.v[h.to].depth) > length {
-				continue
-			}
-			path.nodes = append(path.nodes, g.num[h.to])
-			path.edges = append(path.edges, h.edge)
-			path.types = append(path.types, g.types[h.typ])
-			if h.to == b {
-				if len(path.edges) == length {
-					out = append(out, walk{nodes: slices.Clone(path.nodes), edges: slices.Clone(path.edges), types: slices.Clone(path.types)})
-				}
-			} else {
-				onPath[h.to] = true
-				err := dfs(h.to, length)
-				delete(onPath, h.to)
-				if err != nil {
-					return err
-				}
-			}
-			path.nodes = path.nodes[:len(path.nodes)-1]
-			path.edges = path.edges[:len(path.edges)-1]
-			path.types = path.types[:len(path.types)-1]
-			if len(out) > limit {
-				return nil
-			}
-		}
-		return nil
-	}
-	for length := max(1, int(dist.v[a].depth)); length <= maxDepth && len(out) <= limit; length++ {
-		if err := dfs(a, length); err != nil {
-			return nil, false, err
-		}
-	}
-	if len(out) > limit {
-		return out[:limit], true, nil
-	}
-	return out, false, nil
+	return simplePaths(ctx, a, b, int(dist.v[a].depth), maxDepth, limit, stepsOf,
+		func(x int32) (int, bool) { return int(dist.v[x].depth), dist.seen(x) && !dist.v[x].denied },
+		func(x int32) int64 { return g.num[x] })
 }
 
 // degree is Degree in memory: u's live edges by type and direction, those to nodes of the

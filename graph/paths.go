@@ -350,7 +350,7 @@ func (w *walker) allPaths(ctx context.Context, a, b int64, dir Direction, maxDep
 	// Backward breadth-first from b: the distance of every node that reaches b within
 	// maxDepth-1 hops, and every edge into such a node (the only edges a path can use).
 	dist := map[int64]visit{b: {parent: -1}}
-	adj := map[int64][]hop{}
+	adj := map[int64][]pathStep[int64]{}
 	frontier := []int64{b}
 	for depth := 1; depth <= maxDepth && len(frontier) > 0; depth++ {
 		hops, err := w.expand(ctx, frontier, dir.reverse(), 0)
@@ -361,7 +361,7 @@ func (w *walker) allPaths(ctx context.Context, a, b int64, dir Direction, maxDep
 		for _, h := range hops {
 			// h goes from a node nearer b (h.from) to one farther (h.to); forward it is
 			// h.to → h.from. Nodes first found at maxDepth cannot be on a path (but a).
-			adj[h.to] = append(adj[h.to], hop{from: h.to, to: h.from, edge: h.edge, typ: h.typ})
+			adj[h.to] = append(adj[h.to], pathStep[int64]{to: h.from, edge: h.edge, typ: h.typ})
 			if h.to != a && depth < maxDepth {
 				fresh = append(fresh, h)
 			} else if _, ok := dist[a]; !ok {
@@ -381,29 +381,53 @@ func (w *walker) allPaths(ctx context.Context, a, b int64, dir Direction, maxDep
 		return nil, false, nil
 	}
 	for n := range adj {
-		slices.SortFunc(adj[n], func(x, y hop) int {
+		slices.SortFunc(adj[n], func(x, y pathStep[int64]) int {
 			if x.to != y.to {
 				return cmp.Compare(x.to, y.to)
 			}
 			return cmp.Compare(x.edge, y.edge)
 		})
 	}
-	// Depth-first, once per length from the shortest up, so the paths come shortest first
-	// and a limit cuts the longest; one path beyond the limit tells that some were cut.
+	return simplePaths(ctx, a, b, dist[a].depth, maxDepth, limit,
+		func(u int64) ([]pathStep[int64], error) { return adj[u], nil },
+		func(n int64) (int, bool) { d, ok := dist[n]; return d.depth, ok && !d.denied },
+		func(n int64) int64 { return n })
+}
+
+// pathStep is a way on from a node in the all-paths search: the node it leads to, by the
+// edge (and its type id).
+type pathStep[N comparable] struct {
+	to   N
+	edge int64
+	typ  int32
+}
+
+// simplePaths is the depth-first half of an all-paths search from a to b, shared by the
+// SQL walker and the in-memory one, which differ only in how nodes are named (N; num
+// gives the node number) and held. steps lists a node's ways on, in the order paths are
+// to come; left tells how many hops a node is at least from b (ok false: not on any
+// path). It runs once per length from the shortest (start) up, so paths come shortest
+// first and a limit cuts the longest; one path beyond the limit tells that some were cut.
+func simplePaths[N comparable](ctx context.Context, a, b N, start, maxDepth, limit int,
+	steps func(N) ([]pathStep[N], error), left func(N) (int, bool), num func(N) int64) ([]walk, bool, error) {
 	var out []walk
-	onPath := map[int64]bool{a: true}
-	path := walk{nodes: []int64{a}}
-	var dfs func(u int64, length int) error
-	dfs = func(u int64, length int) error {
+	onPath := map[N]bool{a: true}
+	path := walk{nodes: []int64{num(a)}}
+	var dfs func(u N, length int) error
+	dfs = func(u N, length int) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		for _, h := range adj[u] {
-			d, ok := dist[h.to]
-			if !ok || d.denied || onPath[h.to] || len(path.edges)+1+d.depth > length {
+		st, err := steps(u)
+		if err != nil {
+			return err
+		}
+		for _, h := range st {
+			d, ok := left(h.to)
+			if !ok || onPath[h.to] || len(path.edges)+1+d > length {
 				continue
 			}
-			path.nodes = append(path.nodes, h.to)
+			path.nodes = append(path.nodes, num(h.to))
 			path.edges = append(path.edges, h.edge)
 			path.types = append(path.types, h.typ)
 			if h.to == b {
@@ -427,7 +451,7 @@ func (w *walker) allPaths(ctx context.Context, a, b int64, dir Direction, maxDep
 		}
 		return nil
 	}
-	for length := max(1, dist[a].depth); length <= maxDepth && len(out) <= limit; length++ {
+	for length := max(1, start); length <= maxDepth && len(out) <= limit; length++ {
 		if err := dfs(a, length); err != nil {
 			return nil, false, err
 		}
