@@ -85,8 +85,7 @@ func (s *scanner) object(depth int) bool {
 	var keys map[string]struct{}
 	n := 0
 	s.space()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		s.i++
+	if s.closes('}') {
 		return true
 	}
 	for {
@@ -117,26 +116,15 @@ func (s *scanner) object(depth int) bool {
 		}
 		n++
 		s.space()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
+		if !s.closes(':') {
 			return false
 		}
-		s.i++
 		s.space()
 		if !s.value(depth) {
 			return false
 		}
-		s.space()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			return true
-		default:
-			return false
+		if more, ok := s.after('}'); !more {
+			return ok
 		}
 	}
 }
@@ -145,8 +133,7 @@ func (s *scanner) object(depth int) bool {
 func (s *scanner) array(depth int) bool {
 	s.i++
 	s.space()
-	if s.i < len(s.b) && s.b[s.i] == ']' {
-		s.i++
+	if s.closes(']') {
 		return true
 	}
 	for {
@@ -154,20 +141,31 @@ func (s *scanner) array(depth int) bool {
 		if !s.value(depth) {
 			return false
 		}
-		s.space()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			return true
-		default:
-			return false
+		if more, ok := s.after(']'); !more {
+			return ok
 		}
 	}
+}
+
+// closes consumes c when it comes next.
+func (s *scanner) closes(c byte) bool {
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// after reads what follows a container's member: a comma (more) or the container's end.
+func (s *scanner) after(end byte) (more, ok bool) {
+	s.space()
+	switch {
+	case s.closes(','):
+		return true, true
+	case s.closes(end):
+		return false, true
+	}
+	return false, false
 }
 
 // str reads a string (s.i at its opening quote) and answers its raw bytes between the
