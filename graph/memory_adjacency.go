@@ -137,31 +137,24 @@ func (g *adjacency) docID(d int32) string {
 
 // collIndex returns the index of a collection id; ok is false when a tenant has more
 // collections than an index can number (65,535), which load and sync refuse.
-func (g *adjacency) collIndex(id string) (uint16, bool) {
-	if i, ok := g.collIx[id]; ok {
-		return i, true
-	}
-	if len(g.colls) >= 1<<16-1 {
-		return 0, false
-	}
-	i := uint16(len(g.colls))
-	g.colls = append(g.colls, id)
-	g.collIx[id] = i
-	return i, true
-}
+func (g *adjacency) collIndex(id string) (uint16, bool) { return intern(&g.colls, g.collIx, id) }
 
 // typeIndex returns the index of a type id; ok is false when a tenant has more types than
 // an index can number (65,535), which load and sync refuse.
-func (g *adjacency) typeIndex(id int32) (uint16, bool) {
-	if i, ok := g.typeIx[id]; ok {
+func (g *adjacency) typeIndex(id int32) (uint16, bool) { return intern(&g.types, g.typeIx, id) }
+
+// intern numbers k in list (with ix its reverse), adding it when it is new; ok is false
+// once list holds as many as a uint16 numbers.
+func intern[K comparable](list *[]K, ix map[K]uint16, k K) (uint16, bool) {
+	if i, ok := ix[k]; ok {
 		return i, true
 	}
-	if len(g.types) >= 1<<16-1 {
+	if len(*list) >= 1<<16-1 {
 		return 0, false
 	}
-	i := uint16(len(g.types))
-	g.types = append(g.types, id)
-	g.typeIx[id] = i
+	i := uint16(len(*list))
+	*list = append(*list, k)
+	ix[k] = i
 	return i, true
 }
 
