@@ -42,14 +42,20 @@ func setup(t testing.TB, cfg graph.Config) *env {
 // nodes creates collection coll with documents "0" … "n-1", each {"i": i, "even": bool}.
 func (e *env) nodes(t testing.TB, coll string, n int) {
 	t.Helper()
-	if _, err := e.docs.CollectionCreate(e.ctx, e.Tenant, doc.CollectionInput{Name: coll}); err != nil {
+	e.nodesIn(t, e.ctx, e.Tenant, coll, n)
+}
+
+// nodesIn is nodes in another tenant, as the principal in ctx.
+func (e *env) nodesIn(t testing.TB, ctx context.Context, tenant, coll string, n int) {
+	t.Helper()
+	if _, err := e.docs.CollectionCreate(ctx, tenant, doc.CollectionInput{Name: coll}); err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
 	for i := range n {
 		fmt.Fprintf(&b, `{"id": "%d", "data": {"i": %d, "even": %t}}`+"\n", i, i, i%2 == 0)
 	}
-	rep, err := e.docs.DocImport(e.ctx, e.Tenant, coll, strings.NewReader(b.String()), doc.ImportOptions{Envelopes: true})
+	rep, err := e.docs.DocImport(ctx, tenant, coll, strings.NewReader(b.String()), doc.ImportOptions{Envelopes: true})
 	if err != nil || rep.Imported != int64(n) {
 		t.Fatalf("import: %+v %v", rep, err)
 	}

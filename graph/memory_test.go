@@ -26,6 +26,18 @@ type memEnv struct {
 	odocs *doc.Store
 }
 
+// importChain imports edges n/from → n/from+1 → … → n/to (type e) through s.
+func importChain(t *testing.T, s *graph.Store, ctx context.Context, tenant string, from, to int) {
+	t.Helper()
+	var lines strings.Builder
+	for i := from; i < to; i++ {
+		fmt.Fprintf(&lines, `{"type": "e", "from": "n/%d", "to": "n/%d"}`+"\n", i, i+1)
+	}
+	if rep, err := s.EdgeImport(ctx, tenant, strings.NewReader(lines.String()), graph.ImportOptions{}); err != nil || rep.Failed > 0 {
+		t.Fatalf("import %+v %v", rep, err)
+	}
+}
+
 func memSetup(t *testing.T, cfg graph.Config) *memEnv {
 	t.Helper()
 	e := setupMode(t, cfg, true)
@@ -242,13 +254,7 @@ func TestMemoryIndexSeesEveryCommittedWrite(t *testing.T) {
 	}
 
 	// An import through the other node.
-	var lines strings.Builder
-	for i := 20; i < 29; i++ {
-		fmt.Fprintf(&lines, `{"type": "e", "from": "n/%d", "to": "n/%d"}`+"\n", i, i+1)
-	}
-	if rep, err := m.other.EdgeImport(ctx, m.Tenant, strings.NewReader(lines.String()), graph.ImportOptions{}); err != nil || rep.Failed > 0 {
-		t.Fatalf("import %+v %v", rep, err)
-	}
+	importChain(t, m.other, ctx, m.Tenant, 20, 29)
 	if got := reached(t, m.g, ctx, m.Tenant, ref("n", 20)); got != chain("n", 21, 29) {
 		t.Fatalf("after the import: reached %q", got)
 	}
@@ -378,13 +384,7 @@ func TestMemoryIndexReloads(t *testing.T) {
 	if got := reached(t, m.g, ctx, m.Tenant, ref("n", 0)); got != "n/1" {
 		t.Fatalf("reached %q", got)
 	}
-	var lines strings.Builder
-	for i := 1; i < 20; i++ {
-		fmt.Fprintf(&lines, `{"type": "e", "from": "n/%d", "to": "n/%d"}`+"\n", i, i+1)
-	}
-	if rep, err := m.g.EdgeImport(ctx, m.Tenant, strings.NewReader(lines.String()), graph.ImportOptions{}); err != nil || rep.Failed > 0 {
-		t.Fatalf("import %+v %v", rep, err)
-	}
+	importChain(t, m.g, ctx, m.Tenant, 1, 20)
 	// Too many changes: this traversal runs in SQL and starts a reload.
 	if got := reached(t, m.g, ctx, m.Tenant, ref("n", 0)); got != chain("n", 1, 20) {
 		t.Fatalf("after the import: reached %q", got)
@@ -462,13 +462,7 @@ func TestMemoryIndexBudget(t *testing.T) {
 	for i := range 4 {
 		m.edge(t, "e", i, i+1, "")
 	}
-	if _, err := m.docs.CollectionCreate(octx, m.Other, doc.CollectionInput{Name: "n"}); err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := m.docs.DocImport(octx, m.Other, "n", strings.NewReader(`{"id": "0", "data": {}}`+"\n"+`{"id": "1", "data": {}}`+"\n"+`{"id": "2", "data": {}}`+"\n"),
-		doc.ImportOptions{Envelopes: true}); err != nil || rep.Imported != 3 {
-		t.Fatalf("import %+v %v", rep, err)
-	}
+	m.nodesIn(t, octx, m.Other, "n", 3)
 	for i := range 2 {
 		if _, err := m.g.EdgeCreate(octx, m.Other, graph.EdgeInput{Type: "e", From: ref("n", i), To: ref("n", i+1)}); err != nil {
 			t.Fatal(err)
@@ -580,13 +574,7 @@ func TestMemoryIndexHeldDoesNotBlock(t *testing.T) {
 	for i := range 4 {
 		m.edge(t, "e", i, i+1, "")
 	}
-	if _, err := m.docs.CollectionCreate(octx, m.Other, doc.CollectionInput{Name: "n"}); err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := m.docs.DocImport(octx, m.Other, "n", strings.NewReader(`{"id": "0", "data": {}}`+"\n"+`{"id": "1", "data": {}}`+"\n"),
-		doc.ImportOptions{Envelopes: true}); err != nil || rep.Imported != 2 {
-		t.Fatalf("import %+v %v", rep, err)
-	}
+	m.nodesIn(t, octx, m.Other, "n", 2)
 	if _, err := m.g.EdgeCreate(octx, m.Other, graph.EdgeInput{Type: "e", From: ref("n", 0), To: ref("n", 1)}); err != nil {
 		t.Fatal(err)
 	}
@@ -639,15 +627,7 @@ func TestMemoryIndexReloadBackoff(t *testing.T) {
 	if got := reached(t, m.g, ctx, m.Tenant, ref("n", 0)); got != "n/1" {
 		t.Fatalf("reached %q", got)
 	}
-	imp := func(from, to int) {
-		var lines strings.Builder
-		for i := from; i < to; i++ {
-			fmt.Fprintf(&lines, `{"type": "e", "from": "n/%d", "to": "n/%d"}`+"\n", i, i+1)
-		}
-		if rep, err := m.g.EdgeImport(ctx, m.Tenant, strings.NewReader(lines.String()), graph.ImportOptions{}); err != nil || rep.Failed > 0 {
-			t.Fatalf("import %+v %v", rep, err)
-		}
-	}
+	imp := func(from, to int) { importChain(t, m.g, ctx, m.Tenant, from, to) }
 	imp(1, 20)
 	if got := reached(t, m.g, ctx, m.Tenant, ref("n", 0)); got != chain("n", 1, 20) {
 		t.Fatalf("after the import: reached %q", got)
