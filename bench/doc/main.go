@@ -34,7 +34,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,16 +71,7 @@ func main() {
 	tenant := newTenant(ctx, s, "bench")
 	fmt.Printf("# Documents (GOMAXPROCS=%d, %s)\n\n", runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.DateOnly))
 
-	if *cpuProf != "" {
-		f, err := os.Create(*cpuProf)
-		if err != nil {
-			fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
+	defer harness.CPUProfile(*cpuProf)()
 	for _, c := range []struct {
 		name string
 		run  func(context.Context, *strata.Strata, context.Context, string)

@@ -36,7 +36,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -274,16 +273,7 @@ func hops(ctx context.Context, s *strata.Strata, sys context.Context, tenant str
 	fmt.Println("| k | nodes found (median) | Strata p50 | Strata p99 | Strata p50, CTE starts | SQL walker p50 | tutorial CTE p50 | ratio | UNION CTE p50 | ratio |")
 	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	nodes := nodeNumbers(ctx, s, tenant, sample)
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
+	defer harness.CPUProfile(*cpuProfile)()
 	sqlWalker := graph.New(s.Pool(), s.Auth(), s.Docs(), s.Feed(), s.Listener(),
 		graph.Config{MaxResults: 1_000_000, TimeBudget: time.Minute, MemoryEdges: -1})
 	for k := 2; k <= 5; k++ {

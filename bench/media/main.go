@@ -26,7 +26,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"sync/atomic"
 	"time"
 
@@ -43,16 +42,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "interleaved rounds")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and clients) to this file")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
+	defer harness.CPUProfile(*cpuProfile)()
 	ctx := context.Background()
 	s, cleanup, err := harness.Platform(ctx, strata.Config{AdminPassword: "bench-admin-password",
 		Media: media.Config{Limits: media.Limits{Kinds: []string{media.KindImage, media.KindFile}, MaxWidth: 4000, MaxHeight: 4000}}})

@@ -8,10 +8,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -206,4 +208,23 @@ func Generate(write func(w io.Writer)) io.Reader {
 		_ = pw.Close()
 	}()
 	return pr
+}
+
+// CPUProfile starts a CPU profile into path ("" profiles nothing) and returns the call
+// that stops it; a benchmark that cannot write its profile stops at once.
+func CPUProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		log.Fatalf("cpu profile: %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
 }
