@@ -53,13 +53,6 @@ func newService(t testing.TB, pool *pgxpool.Pool, c *clock, cfg auth.Config) *au
 	l := db.NewListener(pool, nil)
 	l.Start()
 	t.Cleanup(l.Close)
-	deadline := time.Now().Add(10 * time.Second)
-	for !l.Healthy() {
-		if time.Now().After(deadline) {
-			t.Fatal("listener never connected")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 	cfg.Argon2 = cheap
 	if c != nil {
 		cfg.Now = c.now
@@ -69,6 +62,15 @@ func newService(t testing.TB, pool *pgxpool.Pool, c *clock, cfg auth.Config) *au
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
+	// Listening on the service's channels, not merely connected: a revocation sent
+	// before that would be missed by this node's caches.
+	deadline := time.Now().Add(10 * time.Second)
+	for !l.Healthy() {
+		if time.Now().After(deadline) {
+			t.Fatal("listener never listened")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return s
 }
 

@@ -23,7 +23,7 @@ type Listener struct {
 	mu       sync.Mutex
 	handlers map[string][]func(payload string)
 	resets   []func()
-	pending  bool // channels were added since the last LISTEN round
+	pending  bool // a channel has a handler but no LISTEN yet
 	wake     context.CancelFunc
 
 	healthy atomic.Bool
@@ -62,8 +62,17 @@ func (l *Listener) OnReset(fn func()) {
 	l.resets = append(l.resets, fn)
 }
 
-// Healthy reports whether the listener is connected and listening on every channel.
-func (l *Listener) Healthy() bool { return l.healthy.Load() }
+// Healthy reports whether the listener is connected and listening on every channel. A
+// channel handled after the connection counts only once its LISTEN is done: a cache
+// trusted before then could miss an invalidation.
+func (l *Listener) Healthy() bool {
+	if !l.healthy.Load() {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.pending
+}
 
 // Start runs the listener until Close.
 func (l *Listener) Start() {
@@ -120,7 +129,6 @@ func (l *Listener) session(ctx context.Context) error {
 				toListen = append(toListen, ch)
 			}
 		}
-		l.pending = false
 		wctx, wake := context.WithCancel(ctx)
 		l.wake = wake
 		l.mu.Unlock()
@@ -132,6 +140,14 @@ func (l *Listener) session(ctx context.Context) error {
 			}
 			listening[ch] = true
 		}
+		l.mu.Lock()
+		l.pending = false
+		for ch := range l.handlers {
+			if !listening[ch] {
+				l.pending = true // handled meanwhile: the wake makes the next round LISTEN
+			}
+		}
+		l.mu.Unlock()
 		if first {
 			first = false
 			l.healthy.Store(true)
